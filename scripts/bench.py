@@ -20,6 +20,7 @@ import platform
 import queue
 import resource
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -284,18 +285,68 @@ def measure_floor(task, dataset) -> dict:
     return {"matmul_flops": rates, "copy_bandwidth": bandwidths}
 
 
+def measure_dtype_run(task, dataset) -> dict:
+    """Train the course's default run for task["epochs"] epochs in task["dtype"]."""
+    from tfd_sweep.trainer import RunSpec, train
+
+    spec = RunSpec(eps=0.01, momentum=0.0, batch_size=100, num_epochs=task["epochs"],
+                   num_hiddens=NUM_HIDDENS, seed=0, dtype=task["dtype"], check_grad=False)
+    result = train(spec, dataset.astype(task["dtype"]))
+    return {"status": result.status, "final": dict(result.final), "best": dict(result.best),
+            "valid_ce_curve": [float(v) for v in result.history["valid_ce"]],
+            "wall_time": result.wall_time}
+
+
 MEASURES = {
     "reference": measure_reference,
     "trainer": measure_trainer,
     "stacked": measure_stacked,
     "torch": measure_torch,
     "floor": measure_floor,
+    "dtype_run": measure_dtype_run,
 }
 
 
-def _rss_mb() -> float:
+def _peak_rss_mb() -> float:
     """Return the process's peak resident set size in MB (ru_maxrss is in KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _current_rss_mb() -> float:
+    """Return the process's resident set size now, in MB (Linux /proc; nan elsewhere)."""
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssSampler:
+    """Sample the resident set size every `interval` seconds in a thread and keep the maximum.
+
+    ru_maxrss cannot tell training from loading the data (which peaks higher), so the growth
+    during training is the sampled maximum minus the size before training. A sample costs
+    tens of microseconds, well under 1 % of the timed work at 10 ms intervals.
+    """
+
+    def __init__(self, interval: float = 0.01):
+        self.interval = interval
+        self.peak = _current_rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, _current_rss_mb())
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _current_rss_mb())
 
 
 def worker_main(task: dict, barrier, results: multiprocessing.Queue) -> None:
@@ -306,13 +357,16 @@ def worker_main(task: dict, barrier, results: multiprocessing.Queue) -> None:
         if task["kind"] == "torch":
             import torch  # noqa: F401  imported before the RSS baseline, like numpy
 
-        rss_before = _rss_mb()
+        rss_before = _current_rss_mb()
         if barrier is not None:
             barrier.wait(timeout=WORKER_TIMEOUT)
-        outcome = MEASURES[task["kind"]](task, dataset)
+        with RssSampler() as sampler:
+            outcome = MEASURES[task["kind"]](task, dataset)
         outcome["rss_before_mb"] = rss_before
-        outcome["peak_rss_mb"] = _rss_mb()
+        outcome["training_rss_mb"] = sampler.peak
+        outcome["peak_rss_mb"] = _peak_rss_mb()
         outcome["blas_threads"] = [info["num_threads"] for info in threadpool_info()]
+        outcome["tag"] = task.get("tag")
         results.put(outcome)
     except BaseException:  # noqa: BLE001  the parent reports it and goes on with other rows
         if barrier is not None:
@@ -322,11 +376,20 @@ def worker_main(task: dict, barrier, results: multiprocessing.Queue) -> None:
 
 def run_in_processes(task: dict, num_processes: int) -> list[dict]:
     """Run `task` in `num_processes` fresh processes at once and return their results."""
+    return run_tasks([task] * num_processes)
+
+
+def run_tasks(tasks: list[dict]) -> list[dict]:
+    """Run each task in its own fresh process, all at once, and return their results.
+
+    The processes start timing together (a barrier after loading the data). Results come back
+    in the order the processes finish; each carries its task's "tag" when the task has one.
+    """
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    barrier = context.Barrier(num_processes) if num_processes > 1 else None
+    barrier = context.Barrier(len(tasks)) if len(tasks) > 1 else None
     processes = [context.Process(target=worker_main, args=(task, barrier, results))
-                 for _ in range(num_processes)]
+                 for task in tasks]
     for process in processes:
         process.start()
     outcomes = []
@@ -446,7 +509,7 @@ def measure_variant(variant: Variant, batch_size: int, num_processes: int, epoch
     return {
         "model_epoch": float(np.mean(per_model)),
         "peak_rss_mb": max(o["peak_rss_mb"] for o in outcomes),
-        "growth_mb": max(o["peak_rss_mb"] - o["rss_before_mb"] for o in outcomes),
+        "growth_mb": max(o["training_rss_mb"] - o["rss_before_mb"] for o in outcomes),
         "statuses": [status for o in outcomes for status in o.get("statuses", [])],
         "blas_threads": sorted({n for o in outcomes for n in o["blas_threads"]}),
     }
@@ -490,14 +553,66 @@ def main(argv=None) -> int:
                       f"batch {batch_size}: {_describe(measured[batch_size])}", flush=True)
             rows[(index, num_processes)] = measured
 
+    print("planning sweeps (launch scale) ...", flush=True)
+    launch_rows = measure_launch_scale(notes)
+
+    dtype_runs = None
+    if "trainer" in {variant.kind for variant in variants}:
+        dtype_epochs = args.dtype_epochs or (100 if args.quick else GRID_EPOCHS)
+        print(f"training the default run for {dtype_epochs} epochs in float64 and float32 ...",
+              flush=True)
+        dtype_runs = compare_dtypes(dtype_epochs, data_path)
+
     report = format_report(args, dataset, floors, variants, rows, notes,
                            time.perf_counter() - started)
+    report += "\n" + "\n".join(_launch_section(launch_rows) + _dtype_section(dtype_runs))
     print()
     print(report)
     if args.out:
         Path(args.out).write_text(report)
         print(f"wrote {args.out}")
     return 0
+
+
+LAUNCH_SIZES = (100, 500, 2000)  # runs per planned sweep
+
+
+def synthetic_jobs(num_runs: int):
+    """Return `num_runs` grouping.Job objects: the optimization grid repeated over seeds."""
+    from tfd_sweep.grouping import Job
+    from tfd_sweep.trainer import RunSpec
+
+    jobs = []
+    for num in range(num_runs):
+        eps = GRID_EPS[num % len(GRID_EPS)]
+        momentum = GRID_MOMENTUM[(num // len(GRID_EPS)) % len(GRID_MOMENTUM)]
+        batch_size = BATCH_SIZES[(num // GROUP_SIZE) % len(BATCH_SIZES)]
+        seed = num // (GROUP_SIZE * len(BATCH_SIZES))
+        overrides = (f"eps={eps}", f"momentum={momentum}", f"batch_size={batch_size}", f"seed={seed}")
+        spec = RunSpec(eps=eps, momentum=momentum, batch_size=batch_size, num_epochs=GRID_EPOCHS,
+                       num_hiddens=NUM_HIDDENS, seed=seed, check_grad=False)
+        jobs.append(Job(num=num, overrides=overrides, subdir=str(num), spec=spec))
+    return jobs
+
+
+def measure_launch_scale(notes: list[str]) -> list[list[str]] | None:
+    """Time the launcher's planning of sweeps of LAUNCH_SIZES runs; None when it is missing."""
+    try:
+        from tfd_sweep.grouping import make_groups
+    except ImportError as error:
+        notes.append(f"tfd_sweep.grouping not importable ({error}): no launch-scale numbers.")
+        return None
+    rows = []
+    for num_runs in LAUNCH_SIZES:
+        jobs = synthetic_jobs(num_runs)
+        durations = []
+        for _ in range(5):
+            start = time.perf_counter()
+            groups = make_groups(jobs, stack=True, max_group_size=32, n_workers=NUM_WORKERS)
+            durations.append(time.perf_counter() - start)
+        rows.append([str(num_runs), "grouping.make_groups", f"{len(groups)}",
+                     f"{np.median(durations) * 1e3:.2f} ms"])
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -695,9 +810,10 @@ def _timing_section(floors, sizes, variants, rows) -> list[str]:
 
 def _memory_section(variants, rows) -> list[str]:
     lines = ["## Peak memory per worker", "",
-             "ru_maxrss of the worker process (interpreter, numpy, the data set and training), the "
-             "largest over batch sizes and processes, and its growth during the timed training "
-             "(peak minus the peak before training started).", ""]
+             "Peak RSS: ru_maxrss of the worker process (interpreter, libraries, loading the data "
+             "set, training), the largest over batch sizes and processes. Growth: the largest "
+             "resident size sampled every 10 ms during training minus the size just before it, "
+             "i.e. what training itself adds.", ""]
     body = []
     for (index, num_processes), measured in sorted(rows.items()):
         ok = [m for m in measured.values() if "error" not in m]
@@ -746,6 +862,58 @@ def _targets_section(floors, sizes, variants, rows) -> list[str]:
     return lines
 
 
+def compare_dtypes(epochs: int, data_path: str | None) -> dict:
+    """Train the default run in float64 and float32 at once (two processes); return by dtype."""
+    tasks = [{"kind": "dtype_run", "dtype": dtype, "epochs": epochs, "data_path": data_path,
+              "tag": dtype} for dtype in ("float64", "float32")]
+    outcomes = run_tasks(tasks)
+    by_dtype = {outcome.get("tag"): outcome for outcome in outcomes}
+    by_dtype["epochs"] = epochs
+    return by_dtype
+
+
+def _launch_section(launch_rows) -> list[str]:
+    lines = ["## Launch scale", ""]
+    if launch_rows is None:
+        return lines + ["TODO: no launcher planning function to time yet.", ""]
+    lines += ["Time to plan sweeps of growing size, median of 5 (one process, no training). "
+              "TODO: only the grouping step is timed; Hydra's sweep expansion, the config checks "
+              "and the run directories are not yet part of this measurement.", ""]
+    lines += _table(["runs", "step", "groups", "time"], launch_rows)
+    lines.append("")
+    return lines
+
+
+def _dtype_section(runs) -> list[str]:
+    lines = ["## float32 against float64", ""]
+    if runs is None:
+        return lines + ["Skipped: tfd_sweep.trainer is not importable.", ""]
+    errors = [run["error"] for key, run in runs.items() if key != "epochs" and "error" in run]
+    if errors or "float64" not in runs or "float32" not in runs:
+        return lines + ["The comparison failed: " + (errors[0].strip().splitlines()[-1] if errors else
+                                                     "a run returned no result"), ""]
+    single, double = runs["float32"], runs["float64"]
+    lines += [f"The course's default run (eps 0.01, momentum 0, batch size 100, [16, 32], seed 0) "
+              f"trained for {runs['epochs']} epochs with stacking off, once per dtype, both "
+              f"processes at once. Status: float64 {double['status']}, float32 {single['status']}.",
+              ""]
+    body = []
+    for name in list(double["final"]) + ["best_epoch", "best_valid_ce"]:
+        source = "final" if name in double["final"] else "best"
+        value64 = float(double[source][name])
+        value32 = float(single[source][name])
+        body.append([name, f"{value64:.6g}", f"{value32:.6g}", f"{abs(value32 - value64):.3g}"])
+    curve64 = np.asarray(double["valid_ce_curve"])
+    curve32 = np.asarray(single["valid_ce_curve"])
+    common = min(len(curve64), len(curve32))
+    body.append(["max over epochs of the valid_ce difference", "", "",
+                 f"{np.max(np.abs(curve64[:common] - curve32[:common])):.3g}"])
+    body.append(["wall time (s)", f"{double['wall_time']:.1f}", f"{single['wall_time']:.1f}", ""])
+    lines += _table(["metric", "float64", "float32", "absolute difference"], body)
+    lines.append("")
+    return lines
+
+
 def _describe(measurement: dict) -> str:
     if "error" in measurement:
         return "failed: " + measurement["error"].strip().splitlines()[-1]
@@ -762,6 +930,9 @@ def parse_args(argv):
     parser.add_argument("--data", default=None,
                         help=f"data file in the course layout (default: {DEFAULT_DATA} when it "
                              "exists, else the built-in synthetic faces)")
+    parser.add_argument("--dtype-epochs", type=int, default=None,
+                        help=f"epochs of the float32-against-float64 run (default {GRID_EPOCHS}, "
+                             "100 with --quick)")
     parser.add_argument("--out", default=None, help="also write the Markdown report to this file")
     return parser.parse_args(argv)
 

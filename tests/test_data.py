@@ -18,6 +18,12 @@ REAL_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013_t
 COURSE_SIZES = {"train": 3374, "valid": 419, "test": 385}
 
 
+@pytest.fixture(scope="module")
+def synthetic() -> Dataset:
+    """The built-in data set for seed 0, generated once for the tests that only read it."""
+    return make_synthetic_dataset(0)
+
+
 def load_error(path: Path) -> str:
     """Load `path` and return the DataError message it raises."""
     with pytest.raises(DataError) as caught:
@@ -100,7 +106,8 @@ def test_load_real_stand_in_file():
     assert data.synthetic is False
     assert data.sizes() == COURSE_SIZES
     assert data.sha256 == hashlib.sha256(REAL_FILE.read_bytes()).hexdigest()
-    assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
+    assert data.x_train.min() >= 0.0
+    assert data.x_train.max() <= 1.0
     assert set(np.unique(data.y_train)) == set(range(7))
 
 
@@ -184,20 +191,21 @@ def test_load_builtin_keyword_warns(tmp_path, caplog):
     assert "built-in synthetic faces" in caplog.text
 
 
-def test_synthetic_is_deterministic():
+def test_synthetic_is_deterministic(synthetic):
     first, second = make_synthetic_faces(seed=0), make_synthetic_faces(seed=0)
 
     assert first.keys() == second.keys()
     for key in first:
         np.testing.assert_array_equal(first[key], second[key])
-    assert make_synthetic_dataset(0).sha256 == make_synthetic_dataset(0).sha256
+    np.testing.assert_array_equal(synthetic.x_train, first["inputs_train"] / 255.0)
+    assert make_synthetic_dataset(0).sha256 == synthetic.sha256
 
 
-def test_synthetic_seed_changes_images():
-    first, other = make_synthetic_dataset(0), make_synthetic_dataset(1)
+def test_synthetic_seed_changes_images(synthetic):
+    other = make_synthetic_dataset(1)
 
-    assert not np.array_equal(first.x_train, other.x_train)
-    assert first.sha256 != other.sha256
+    assert not np.array_equal(synthetic.x_train, other.x_train)
+    assert synthetic.sha256 != other.sha256
 
 
 def test_synthetic_layout_and_class_counts():
@@ -209,25 +217,28 @@ def test_synthetic_layout_and_class_counts():
         assert x.dtype == np.uint8
         assert y.shape == (size,)
         assert y.dtype == np.int64
-        assert y.min() == 0 and y.max() == 6
+        assert y.min() == 0
+        assert y.max() == 6
         np.testing.assert_array_equal(np.bincount(y, minlength=7), CLASS_COUNTS[split])
 
 
-def test_synthetic_dataset_fields():
-    data = make_synthetic_dataset()
+def test_synthetic_dataset_fields(synthetic):
+    data = synthetic
 
     assert isinstance(data, Dataset)
     assert data.source == "built-in"
     assert data.sizes() == COURSE_SIZES
     assert data.x_train.dtype == np.float64
-    assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
-    assert not data.x_valid.flags.writeable and data.x_valid.flags.c_contiguous
+    assert data.x_train.min() >= 0.0
+    assert data.x_train.max() <= 1.0
+    assert not data.x_valid.flags.writeable
+    assert data.x_valid.flags.c_contiguous
     assert not data.y_test.flags.writeable
 
 
-def test_synthetic_learnable_not_trivial():
+def test_synthetic_learnable_not_trivial(synthetic):
     """A ridge regression on 24x24 pooled pixels must beat the majority class but not be perfect."""
-    data = make_synthetic_dataset()
+    data = synthetic
 
     def features(x):
         pooled = x.reshape(-1, 24, 2, 24, 2).mean(axis=(2, 4)).reshape(len(x), -1)
@@ -275,7 +286,7 @@ def test_reject_single_npy_array(tmp_path):
     with open(file, "wb") as stream:
         np.save(stream, np.zeros((3, 2304), dtype=np.uint8))
 
-    assert "a single .npy array, expected an .npz archive" in load_error(file)
+    assert "a single .npy array, not an .npz archive" in load_error(file)
 
 
 @pytest.mark.parametrize("keep_fraction", [0.5, 0.99])

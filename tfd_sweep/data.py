@@ -1,12 +1,12 @@
 """Find, load and check the course data file, or fall back to the built-in synthetic faces.
 
-The course file `toronto_face.npz` holds six arrays: `inputs_{train,valid,test}`, one 48x48
+The course file `toronto_face.npz` contains six arrays: `inputs_{train,valid,test}`, one 48x48
 grayscale image per row, shape (N, 2304), and `target_{train,valid,test}`, integer labels 0..6
 (anger, disgust, fear, happy, sad, surprise, neutral), shape (N,) or (N, 1).
 
 Search order: `data.path` when given (relative paths start at the directory the command was
 started from), else `./toronto_face.npz`, else `./data/toronto_face.npz`. When none exists, the
-built-in synthetic faces of `tfd_sweep.synthetic` are used and a WARNING says so.
+built-in synthetic faces of `tfd_sweep.synthetic` are used, with a WARNING in the log.
 `data.path=builtin` selects them on purpose.
 
 Pixel rule:
@@ -124,7 +124,8 @@ def load_dataset(path: str | None, start_dir: Path) -> Dataset:
     Raises DataError for a missing or malformed file. Falls back to the built-in synthetic
     faces, with a WARNING, when `path` is None and no course file is found.
     """
-    from tfd_sweep.synthetic import make_synthetic_dataset  # keeps the generator off the file path
+    # Imported here because synthetic.py imports Dataset from this module.
+    from tfd_sweep.synthetic import make_synthetic_dataset
 
     start_dir = Path(start_dir)
     if path is not None and str(path).strip().lower() == BUILTIN:
@@ -209,7 +210,7 @@ def _read_arrays(file: Path, content: bytes) -> dict[str, np.ndarray]:
         raise DataError(f"Invalid data file {file}: the file is empty (0 bytes). Copy the .npz file again.")
     if content.startswith(_NPY_MAGIC):
         raise DataError(
-            f"Invalid data file {file}: it holds a single .npy array, expected an .npz archive with the keys "
+            f"Invalid data file {file}: it contains a single .npy array, not an .npz archive with the keys "
             f"{', '.join(_required_keys())}. Save the arrays with np.savez(path, inputs_train=..., ...)."
         )
     if not content.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
@@ -352,9 +353,12 @@ def _check_labels(y: np.ndarray, key: str, problems: list[str]) -> np.ndarray | 
         return None
     if low < 0 or high > NUM_CLASSES - 1:
         outside = np.unique(y[(y < 0) | (y > NUM_CLASSES - 1)])
-        shown = ", ".join(str(int(value)) for value in outside[:10]) + (", ..." if len(outside) > 10 else "")
+        found = ", ".join(str(int(value)) for value in outside[:10])
+        if len(outside) > 10:
+            found += ", ..."
+
         problems.append(
-            f"{key} has labels outside 0..{NUM_CLASSES - 1} (found {shown}); expected one of the "
+            f"{key} has labels outside 0..{NUM_CLASSES - 1} (found {found}); expected one of the "
             f"{NUM_CLASSES} classes {', '.join(f'{i} {name}' for i, name in enumerate(CLASS_NAMES))}."
         )
         return None

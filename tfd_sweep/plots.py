@@ -32,13 +32,14 @@ BAD_CELL_COLOUR = "#b0b0b0"
 LOG_SCALE_KEYS = ("eps",)
 
 
-def _new_figure(n_panels: int, n_rows: int = 1):
+def _new_figure(n_panels: int, n_rows: int = 1, layout: str | None = None):
     """Return (figure, axes list) with `n_panels` panels drawn by the Agg canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     n_cols = math.ceil(n_panels / n_rows)
-    figure = Figure(figsize=(PANEL_SIZE[0] * n_cols, PANEL_SIZE[1] * n_rows), dpi=DPI)
+    figure = Figure(figsize=(PANEL_SIZE[0] * n_cols, PANEL_SIZE[1] * n_rows), dpi=DPI,
+                    layout=layout)
     FigureCanvasAgg(figure)
     axes = figure.subplots(n_rows, n_cols, squeeze=False).ravel().tolist()
     for unused in axes[n_panels:]:
@@ -150,7 +151,7 @@ def plot_heatmaps(
     colour_map = colormaps["viridis_r"].with_extremes(bad=BAD_CELL_COLOUR)
 
     n_rows = 1 if len(panel_values) <= 3 else math.ceil(len(panel_values) / 3)
-    figure, axes = _new_figure(len(panel_values), n_rows=n_rows)
+    figure, axes = _new_figure(len(panel_values), n_rows=n_rows, layout="constrained")
     figure.suptitle(title)
     image = None
     for axis, panel_value in zip(axes, panel_values):
@@ -166,11 +167,10 @@ def plot_heatmaps(
         axis.set_ylabel(y_key)
         axis.set_title(metric if panel_key is None else f"{panel_key}={format_value(panel_value)}")
     figure.colorbar(image, ax=axes, label=metric, shrink=0.9)
-    # A colorbar shared by several panels does not work with tight_layout, so the saved
-    # area is trimmed with bbox_inches instead.
+    # The constrained layout makes room for the colorbar that all panels share.
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", bbox_inches="tight")
+    figure.savefig(path, format="png")
     return path
 
 
@@ -214,7 +214,7 @@ def plot_learning_curves(
     panel_values = _sorted_unique(results[panel_key]) if panel_key else [None]
     n_rows = 1 if len(panel_values) <= 3 else math.ceil(len(panel_values) / 3)
     figure, axes = _new_figure(len(panel_values), n_rows=n_rows)
-    figure.suptitle(title)
+    figure.suptitle(f"{title} (valid solid, train dashed)")
     for axis, panel_value in zip(axes, panel_values):
         rows = results if panel_key is None else results[_equals(results[panel_key], panel_value)]
         rows = rows.sort_values(label_keys) if label_keys else rows
@@ -232,8 +232,7 @@ def plot_learning_curves(
                           label=label if split == "valid" else None)
         axis.set_xlabel("epoch")
         axis.set_ylabel("cross-entropy")
-        axis.set_title("valid (solid), train (dashed)" if panel_key is None
-                       else f"{panel_key}={format_value(panel_value)}")
+        axis.set_title("all runs" if panel_key is None else f"{panel_key}={format_value(panel_value)}")
         axis.grid(True, alpha=0.3)
         all_values = np.concatenate(drawn) if drawn else np.array([])
         _set_ce_scale(axis, all_values)

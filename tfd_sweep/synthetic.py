@@ -3,9 +3,13 @@
 Each image is a drawn face: an oval, two eyes, two brows, a nose and a mouth on a lit
 background. The class sets the mean shape of the parts (eye openness, brow height and tilt,
 mouth curvature, opening, width and slant). Every image draws its own position, scale,
-lighting, hair line, pixel noise and shape jitter, and the class means of similar expressions
-(fear and surprise, anger and disgust, sad and neutral) lie close together, so a small MLP learns
-the classes well above chance but not perfectly.
+lighting, hair line, pixel noise and shape jitter. The class means of similar expressions
+(fear and surprise, anger and disgust, sad and neutral) lie close together. So the course MLP
+learns the classes well above chance but not perfectly. Measured with `trainer.train`, eps=0.01,
+momentum=0, batch_size=100, num_hiddens=[16, 32] and seeds 0 and 1: validation accuracy 48-50%
+after 300 epochs, 57-64% after 500 and 61-64% after 1000, when train accuracy is 97-99% and the
+validation cross-entropy has risen since its minimum near epoch 500. Always guessing "happy"
+scores 26%.
 
 Split sizes (3374 / 419 / 385) and class counts match the FER2013 stand-in for the course file.
 The generator uses only its own seeded generator, so the same seed always gives the same arrays.

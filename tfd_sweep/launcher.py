@@ -1,0 +1,393 @@
+"""The sweep launcher: check the whole sweep, plan groups, dispatch them with joblib or Dask.
+
+Hydra's sweeper expands the command line into one override list per job and calls launch().
+The steps, in order:
+  1. compose every job's config and check every value; report all problems together, before
+     any directory is created or anything is trained;
+  2. find the runs that an earlier attempt in the same sweep directory already finished;
+  3. write sweep.json and each new run's .hydra/ files, group the runs, log the plan;
+  4. dispatch the groups to workers (joblib's loky processes, or Dask), log each run as it
+     starts and ends, show progress, stop early after launcher.max_failures failures;
+  5. return one Hydra JobReturn per job; the report callback then builds the sweep report and
+     sets the exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from tfd_sweep.errors import UserError
+from tfd_sweep.grouping import Group, Job, make_groups
+from tfd_sweep.metrics import STATUS_DIVERGED, STATUS_FAILED, SWEEP_FILE
+from tfd_sweep.progress import SweepProgress
+
+log = logging.getLogger("tfd_sweep.launcher")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+LOCK_FILE = ".sweep.lock"
+
+
+def launch(config: DictConfig, hydra_context: Any, job_overrides: Sequence[Sequence[str]],
+           initial_job_idx: int) -> list[Any]:
+    """Run one batch of a Hydra sweep and return a JobReturn per job (Hydra's launcher contract)."""
+    from hydra.core.utils import configure_log, setup_globals
+
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    try:
+        return _launch(config, hydra_context, job_overrides, initial_job_idx)
+    except UserError as exc:
+        log.error("%s", exc)
+        sys.exit(EXIT_USER_ERROR)
+
+
+def _launch(config: DictConfig, hydra_context: Any, job_overrides: Sequence[Sequence[str]],
+            initial_job_idx: int) -> list[Any]:
+    from tfd_sweep import config as schema
+    from tfd_sweep import runfiles
+
+    settings = OmegaConf.to_container(config.launcher, resolve=True)
+    sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+    start_dir = Path(str(config.hydra.runtime.cwd))
+
+    # 1. Compose and check every job before anything else happens.
+    tic = time.perf_counter()
+    jobs, job_configs, plain_by_num = compose_jobs(config, hydra_context, job_overrides, initial_job_idx)
+    log.info("checked %d runs in %.1f s", len(jobs), time.perf_counter() - tic)
+    plain_configs = list(plain_by_num.values())
+
+    # 2. Data: read it once here, so that a missing or bad file stops the sweep before launch.
+    from tfd_sweep.data import BUILTIN, find_data_file, load_dataset
+
+    data_paths = {c["data"]["path"] for c in plain_configs}
+    if len(data_paths) > 1:
+        raise UserError(f"data.path takes one value per sweep, got {sorted(map(str, data_paths))}. "
+                        f"Run one sweep per data file.")
+    data_path = data_paths.pop()
+    dataset = load_dataset(data_path, start_dir)
+    resolved = None
+    if data_path != BUILTIN and not dataset.synthetic:
+        resolved = str(find_data_file(data_path, start_dir))
+    elif data_path == BUILTIN:
+        resolved = BUILTIN
+    log.info("dataset %s (%s): %s", dataset.name, dataset.source,
+             ", ".join(f"{k} {v}" for k, v in dataset.sizes().items()))
+    for c in {c["batch_size"] for c in plain_configs}:
+        if c > dataset.sizes()["train"]:
+            log.warning("batch_size=%d is larger than the %d training images: each epoch is one full batch, "
+                        "as with batch_size=-1.", c, dataset.sizes()["train"])
+
+    # 3. Resume: reuse finished runs of an earlier attempt in this sweep directory.
+    runfiles.check_writable(sweep_dir)
+    with SweepLock(sweep_dir):
+        reused, to_run = find_finished(jobs, sweep_dir)
+        write_sweep_file(sweep_dir, jobs, config)
+        for job in to_run:
+            write_hydra_files(sweep_dir / job.subdir, job_configs[job.num], job.overrides)
+
+        n_workers = worker_count(settings)
+        groups = make_groups(to_run, stack=bool(settings["stack"]), max_group_size=int(settings["max_group_size"]),
+                             n_workers=n_workers)
+        log_plan(jobs, reused, groups, n_workers, settings, sweep_dir)
+
+        summaries = dict(reused)
+        if groups:
+            blas_threads = settings["blas_threads"] or max(1, (os.cpu_count() or 1) // max(1, min(n_workers, len(groups))))
+            save_weights = bool(plain_configs[0]["save_weights"])
+            tasks = [make_group_task(group, sweep_dir, plain_by_num, resolved, start_dir, dataset.sha256,
+                                     blas_threads, settings, save_weights) for group in groups]
+            summaries.update(run_dispatch(groups, tasks, settings, n_workers, jobs, reused, sweep_dir))
+
+    log_summary(jobs, summaries, dataset)
+    return job_returns(jobs, job_configs, summaries, sweep_dir)
+
+
+def compose_jobs(config: DictConfig, hydra_context: Any, job_overrides: Sequence[Sequence[str]],
+                 initial_job_idx: int) -> tuple[list[Job], dict[int, DictConfig], dict[int, dict[str, Any]]]:
+    """Compose and check every job's config; raise one ConfigError listing every problem."""
+    from omegaconf.errors import OmegaConfBaseException
+    from hydra.errors import HydraException
+
+    from tfd_sweep import config as schema
+    from tfd_sweep.errors import ConfigError
+
+    jobs: list[Job] = []
+    job_configs: dict[int, DictConfig] = {}
+    plain_by_num: dict[int, dict[str, Any]] = {}
+    problems: dict[str, list[int]] = {}
+    for idx, overrides in enumerate(job_overrides):
+        num = initial_job_idx + idx
+        try:
+            job_cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        except (HydraException, OmegaConfBaseException) as exc:
+            problems.setdefault(str(exc).splitlines()[0], []).append(num)
+            continue
+        with open_dict(job_cfg):
+            job_cfg.hydra.job.id = num
+            job_cfg.hydra.job.num = num
+        plain = task_config(job_cfg)
+        messages = schema.check_values(plain)
+        for message in messages:
+            problems.setdefault(message, []).append(num)
+        if messages:
+            continue
+        job_configs[num] = job_cfg
+        plain_by_num[num] = plain
+        jobs.append(Job(num=num, overrides=tuple(overrides), subdir=str(job_cfg.hydra.sweep.subdir),
+                        spec=schema.run_spec(plain)))
+
+    if problems:
+        lines = [f"{message} (runs {', '.join(map(str, nums))})" if len(job_overrides) > 1 else message
+                 for message, nums in problems.items()]
+        raise ConfigError(f"Invalid sweep: {len(problems)} problem(s) found, nothing was run:\n  "
+                          + "\n  ".join(lines))
+    return jobs, job_configs, plain_by_num
+
+
+def task_config(job_cfg: DictConfig) -> dict[str, Any]:
+    """Return a job's config as plain data without Hydra's section."""
+    raw = OmegaConf.to_container(job_cfg, resolve=False)
+    raw.pop("hydra", None)
+    return OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+
+
+def find_finished(jobs: Sequence[Job], sweep_dir: Path) -> tuple[dict[int, dict[str, Any]], list[Job]]:
+    """Split jobs into the ones finished earlier in sweep_dir (ok or diverged) and the rest.
+
+    Raises UserError when a run directory holds a run with other overrides, because the sweep
+    directory then belongs to another sweep and training would overwrite its results.
+    """
+    from tfd_sweep.runfiles import REUSABLE_STATUSES, read_result
+    from tfd_sweep.worker import summarize
+
+    reused: dict[int, dict[str, Any]] = {}
+    to_run: list[Job] = []
+    conflicts: list[str] = []
+    for job in jobs:
+        record = read_result(sweep_dir / job.subdir)
+        if record is None:
+            to_run.append(job)
+        elif list(record.get("overrides", [])) != list(job.overrides):
+            conflicts.append(f"{job.subdir}/ holds a run of {' '.join(record.get('overrides', []))!r}, "
+                             f"not {' '.join(job.overrides)!r}")
+        elif record.get("status") in REUSABLE_STATUSES:
+            reused[job.num] = summarize(job.num, record)
+        else:
+            to_run.append(job)
+    if conflicts:
+        raise UserError(
+            f"Sweep directory {sweep_dir} belongs to a different sweep: " + "; ".join(conflicts[:3])
+            + (f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else "")
+            + ". Nothing was overwritten. Choose a new directory with hydra.sweep.dir=... or drop it to get a "
+              "fresh one."
+        )
+    return reused, to_run
+
+
+class SweepLock:
+    """An exclusive lock file in the sweep directory, so two sweeps never write into one directory."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.path = sweep_dir / LOCK_FILE
+
+    def __enter__(self) -> "SweepLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and _pid_alive(owner):
+                    raise UserError(f"Another sweep (process {owner}) is writing into {self.path.parent}. Wait "
+                                    f"for it to finish, or choose another directory with hydra.sweep.dir=...")
+                self.path.unlink(missing_ok=True)  # left behind by a sweep that was killed
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            return self
+        raise UserError(f"Cannot lock {self.path}: it reappears after removal. Remove it by hand.")
+
+    def __exit__(self, *exc: Any) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def _owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def swept_keys(job_overrides: Sequence[Sequence[str]]) -> list[str]:
+    """Return the keys whose value differs between jobs, in command-line order."""
+    values: dict[str, set[str]] = {}
+    order: list[str] = []
+    for overrides in job_overrides:
+        for override in overrides:
+            key, _, value = override.partition("=")
+            key = key.lstrip("+~")
+            if key not in values:
+                values[key] = set()
+                order.append(key)
+            values[key].add(value)
+    return [key for key in order if len(values[key]) > 1]
+
+
+def sweep_command(config: DictConfig) -> str:
+    """Return the command that starts this sweep, rebuilt from Hydra's record of the overrides."""
+    task = list(config.hydra.overrides.task)
+    return "python -m tfd_sweep -m " + " ".join(shlex.quote(o) for o in task)
+
+
+def write_sweep_file(sweep_dir: Path, jobs: Sequence[Job], config: DictConfig) -> None:
+    import json
+
+    from tfd_sweep.runfiles import write_text
+
+    record = {
+        "command": sweep_command(config),
+        "argv": list(sys.argv),
+        "swept_keys": swept_keys([job.overrides for job in jobs]),
+        "jobs": [{"num": job.num, "dir": job.subdir, "overrides": list(job.overrides)} for job in jobs],
+    }
+    write_text(sweep_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def write_hydra_files(run_dir: Path, job_cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Write the .hydra/ folder Hydra writes for its own jobs: config, hydra config, overrides."""
+    from tfd_sweep.runfiles import write_text
+
+    hydra_dir = run_dir / ".hydra"
+    hydra_dir.mkdir(parents=True, exist_ok=True)
+    task_cfg = OmegaConf.create(task_config(job_cfg))
+    write_text(hydra_dir / "config.yaml", OmegaConf.to_yaml(task_cfg))
+    write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": job_cfg.hydra})))
+    write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+
+
+def worker_count(settings: dict[str, Any]) -> int:
+    cores = os.cpu_count() or 1
+    if settings["backend"] == "dask":
+        return int(settings["n_workers"] or (cores if settings["n_jobs"] == -1 else settings["n_jobs"]))
+    return cores if settings["n_jobs"] == -1 else int(settings["n_jobs"])
+
+
+def log_plan(jobs: Sequence[Job], reused: dict[int, Any], groups: Sequence[Group], n_workers: int,
+             settings: dict[str, Any], sweep_dir: Path) -> None:
+    to_run = sum(len(g.jobs) for g in groups)
+    log.info("sweep of %d runs into %s", len(jobs), sweep_dir)
+    if reused:
+        log.info("reusing %d runs finished earlier in this directory; %d left to train", len(reused), to_run)
+    if not groups:
+        log.info("nothing to train: every run has finished")
+        return
+    costs = [g.cost for g in groups]
+    total = sum(costs)
+    log.info("plan: %d runs in %d groups on %d %s workers (stacking %s)", to_run, len(groups), n_workers,
+             settings["backend"], "on" if settings["stack"] else "off")
+    expensive = [g for g in groups if g.cost > 0.25 * total and len(groups) > 1]
+    for group in groups[:5]:
+        spec = group.jobs[0].spec
+        flag = "  <- expensive" if group in expensive else ""
+        log.info("  group of %d: batch_size=%d num_hiddens=%s num_epochs=%d, %.0f%% of the work%s", len(group.jobs),
+                 spec.batch_size, list(spec.num_hiddens), spec.num_epochs, 100 * group.cost / total, flag)
+    if len(groups) > 5:
+        log.info("  ... and %d smaller groups", len(groups) - 5)
+    if any(g.jobs[0].spec.batch_size == 1 for g in groups):
+        log.info("batch_size=1 runs take 3374 steps per epoch and dominate the sweep's time")
+
+
+def make_group_task(group: Group, sweep_dir: Path, plain_by_num: dict[int, dict[str, Any]], data_path: str | None,
+                    start_dir: Path, sha256: str, blas_threads: int, settings: dict[str, Any],
+                    save_weights: bool) -> Any:
+    from tfd_sweep.worker import GroupTask, RunTask
+
+    runs = tuple(RunTask(num=job.num, overrides=job.overrides, run_dir=str(sweep_dir / job.subdir), spec=job.spec,
+                         config=plain_by_num[job.num]) for job in group.jobs)
+    return GroupTask(runs=runs, data_path=data_path, start_dir=str(start_dir), data_sha256=sha256,
+                     blas_threads=blas_threads, kernel=settings["kernel"], backend=settings["backend"],
+                     save_weights=save_weights)
+
+
+def run_dispatch(groups: Sequence[Group], tasks: Sequence[Any], settings: dict[str, Any], n_workers: int,
+                 jobs: Sequence[Job], reused: dict[int, Any], sweep_dir: Path) -> dict[int, dict[str, Any]]:
+    """Dispatch the groups; on Ctrl-C keep what finished, write the partial report and exit."""
+    from tfd_sweep.dispatch import dispatch
+
+    try:
+        return dispatch(groups, tasks, settings, n_workers, float(settings["progress_interval"]))
+    except KeyboardInterrupt:
+        from tfd_sweep.runfiles import read_result
+
+        finished = [job for job in jobs if read_result(sweep_dir / job.subdir) is not None]
+        missing = [job for job in jobs if job not in finished]
+        log.error("interrupted: %d of %d runs finished and are kept; %d did not run: %s", len(finished), len(jobs),
+                  len(missing), ", ".join(f"#{job.num}" for job in missing[:20]) + (" ..." if len(missing) > 20 else ""))
+        _write_partial_report(sweep_dir)
+        log.error("to finish the sweep, run the same command again with hydra.sweep.dir=%s", sweep_dir)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _write_partial_report(sweep_dir: Path) -> None:
+    try:
+        from tfd_sweep import report
+    except ImportError:
+        return
+    try:
+        report.build_report(sweep_dir)
+        log.info("partial report written to %s", sweep_dir / "report.html")
+    except Exception as exc:  # noqa: BLE001 - the runs are safe on disk; the report can be rebuilt
+        log.error("could not write the partial report (%s); rebuild it with: python -m tfd_sweep.report %s", exc,
+                  sweep_dir)
+
+
+def log_summary(jobs: Sequence[Job], summaries: dict[int, dict[str, Any]], dataset: Any) -> None:
+    counts = Counter(summary["status"] for summary in summaries.values())
+    not_run = len(jobs) - len(summaries)
+    log.info("sweep finished: %d ok, %d diverged, %d failed%s", counts.get("ok", 0), counts.get(STATUS_DIVERGED, 0),
+             counts.get(STATUS_FAILED, 0), f", {not_run} not run" if not_run else "")
+    for job in jobs:
+        summary = summaries.get(job.num)
+        if summary is not None and summary["status"] == STATUS_FAILED:
+            log.error("  failed #%d %s: %s", job.num, " ".join(job.overrides), summary["error"])
+    if dataset.synthetic:
+        log.warning("These runs trained on the built-in synthetic faces, not the course data. "
+                    "Point data.path at toronto_face.npz for real results.")
+
+
+def job_returns(jobs: Sequence[Job], job_configs: dict[int, DictConfig], summaries: dict[int, dict[str, Any]],
+                sweep_dir: Path) -> list[Any]:
+    """Return Hydra JobReturns. Failed runs are reported as completed jobs whose value says so,
+    because Hydra's sweeper raises at the first failed job, before the report callback runs; the
+    callback reads the run directories and sets the exit code."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    returns = []
+    for job in jobs:
+        cfg = job_configs[job.num]
+        ret = JobReturn(overrides=list(job.overrides), cfg=cfg, hydra_cfg=OmegaConf.create({"hydra": cfg.hydra}),
+                        working_dir=str(sweep_dir / job.subdir), task_name=str(cfg.hydra.job.name),
+                        status=JobStatus.COMPLETED)
+        ret.return_value = summaries.get(job.num, {"num": job.num, "status": "not run"})
+        returns.append(ret)
+    return returns
