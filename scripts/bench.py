@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import platform
 import queue
+import re
 import resource
 import sys
 import threading
@@ -554,7 +555,7 @@ def main(argv=None) -> int:
             rows[(index, num_processes)] = measured
 
     print("planning sweeps (launch scale) ...", flush=True)
-    launch_rows = measure_launch_scale(notes)
+    launch_rows = measure_launch_scale(data_path, notes)
 
     dtype_runs = None
     if "trainer" in {variant.kind for variant in variants}:
@@ -574,44 +575,69 @@ def main(argv=None) -> int:
     return 0
 
 
-LAUNCH_SIZES = (100, 500, 2000)  # runs per planned sweep
+LAUNCH_SEEDS = (1, 5, 20)  # x 20 eps x 5 momentum: sweeps of 100, 500 and 2000 runs
+LAUNCH_TIMEOUT = 300.0  # seconds to wait for a sweep's first run to start
 
 
-def synthetic_jobs(num_runs: int):
-    """Return `num_runs` grouping.Job objects: the optimization grid repeated over seeds."""
-    from tfd_sweep.grouping import Job
-    from tfd_sweep.trainer import RunSpec
+def measure_launch_scale(data_path: str | None, notes: list[str]) -> list[list[str]] | None:
+    """Time `python -m tfd_sweep -m ...` from process start until its first run starts.
 
-    jobs = []
-    for num in range(num_runs):
-        eps = GRID_EPS[num % len(GRID_EPS)]
-        momentum = GRID_MOMENTUM[(num // len(GRID_EPS)) % len(GRID_MOMENTUM)]
-        batch_size = BATCH_SIZES[(num // GROUP_SIZE) % len(BATCH_SIZES)]
-        seed = num // (GROUP_SIZE * len(BATCH_SIZES))
-        overrides = (f"eps={eps}", f"momentum={momentum}", f"batch_size={batch_size}", f"seed={seed}")
-        spec = RunSpec(eps=eps, momentum=momentum, batch_size=batch_size, num_epochs=GRID_EPOCHS,
-                       num_hiddens=NUM_HIDDENS, seed=seed, check_grad=False)
-        jobs.append(Job(num=num, overrides=overrides, subdir=str(num), spec=spec))
-    return jobs
+    Each sweep is started in a temporary directory and stopped (its process group is sent
+    SIGTERM) as soon as the launcher logs the first "#<num> start" line: everything before it
+    (Hydra's sweep expansion, composing and checking every run's config, loading the data,
+    writing every run directory's .hydra files, grouping) is the launch cost. Returns table rows,
+    or None when the launcher is not importable.
+    """
+    import signal
+    import subprocess
+    import tempfile
 
-
-def measure_launch_scale(notes: list[str]) -> list[list[str]] | None:
-    """Time the launcher's planning of sweeps of LAUNCH_SIZES runs; None when it is missing."""
     try:
-        from tfd_sweep.grouping import make_groups
+        import tfd_sweep.launcher  # noqa: F401
     except ImportError as error:
-        notes.append(f"tfd_sweep.grouping not importable ({error}): no launch-scale numbers.")
+        notes.append(f"tfd_sweep.launcher not importable ({error}): no launch-scale numbers.")
         return None
+
+    eps_values = ",".join(f"{0.001 * 1.4**i:.6g}" for i in range(20))
     rows = []
-    for num_runs in LAUNCH_SIZES:
-        jobs = synthetic_jobs(num_runs)
-        durations = []
-        for _ in range(5):
+    for num_seeds in LAUNCH_SEEDS:
+        seeds = ",".join(str(seed) for seed in range(num_seeds))
+        num_runs = 20 * 5 * num_seeds
+        with tempfile.TemporaryDirectory(prefix="tfd_sweep_launch_") as workdir:
+            command = [sys.executable, "-m", "tfd_sweep", "-m", f"eps={eps_values}",
+                       "momentum=0.0,0.3,0.5,0.7,0.9", f"seed={seeds}", "num_epochs=1",
+                       f"hydra.sweep.dir={workdir}/sweep"]
+            if data_path is not None:
+                command.append(f"data.path={data_path}")
+            environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
             start = time.perf_counter()
-            groups = make_groups(jobs, stack=True, max_group_size=32, n_workers=NUM_WORKERS)
-            durations.append(time.perf_counter() - start)
-        rows.append([str(num_runs), "grouping.make_groups", f"{len(groups)}",
-                     f"{np.median(durations) * 1e3:.2f} ms"])
+            process = subprocess.Popen(command, cwd=workdir, env=environment, text=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+            checked = first_start = None
+            lines = []
+            try:
+                for line in process.stdout:
+                    lines.append(line)
+                    if checked is None and " checked " in line and " runs in " in line:
+                        checked = line.split(" checked ", 1)[1].strip()
+                    if re.search(r"\] #\d+ start: ", line):
+                        first_start = time.perf_counter() - start
+                        break
+                    if time.perf_counter() - start > LAUNCH_TIMEOUT:
+                        break
+            finally:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
+                process.stdout.close()
+            if first_start is None:
+                notes.append(f"The {num_runs}-run sweep did not start a run; its last output: "
+                             + "".join(lines[-3:]).strip())
+                rows.append([str(num_runs), "n/a", checked or "n/a"])
+            else:
+                rows.append([str(num_runs), f"{first_start:.1f} s", checked or "n/a"])
     return rows
 
 
@@ -875,11 +901,13 @@ def compare_dtypes(epochs: int, data_path: str | None) -> dict:
 def _launch_section(launch_rows) -> list[str]:
     lines = ["## Launch scale", ""]
     if launch_rows is None:
-        return lines + ["TODO: no launcher planning function to time yet.", ""]
-    lines += ["Time to plan sweeps of growing size, median of 5 (one process, no training). "
-              "TODO: only the grouping step is timed; Hydra's sweep expansion, the config checks "
-              "and the run directories are not yet part of this measurement.", ""]
-    lines += _table(["runs", "step", "groups", "time"], launch_rows)
+        return lines + ["Not measured: tfd_sweep.launcher is not importable.", ""]
+    lines += ["Seconds from starting `python -m tfd_sweep -m ...` (20 eps x 5 momentum x 1, 5 or 20 "
+              "seeds, 2 workers) until the first run starts training: Hydra's sweep expansion, "
+              "every run's config composed and checked, the data loaded, every run directory "
+              "prepared and the runs grouped. The launcher's own log line for the config checks "
+              "is quoted.", ""]
+    lines += _table(["runs", "until the first run starts", "launcher log: checked ..."], launch_rows)
     lines.append("")
     return lines
 

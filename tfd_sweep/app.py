@@ -56,6 +56,14 @@ class EpochLogger:
         )
 
 
+def large_batch_note(batch_size: int, train_size: int) -> str | None:
+    """Return the warning for a batch_size above the training set size, else None."""
+    if batch_size <= train_size:
+        return None
+    return (f"batch_size={batch_size} is larger than the {train_size} training images: each epoch is one "
+            f"full batch, the same as batch_size=-1.")
+
+
 def train_single(cfg: DictConfig) -> int:
     """Train one run described by a composed config and write its run directory; return the exit code."""
     from hydra.core.hydra_config import HydraConfig
@@ -82,6 +90,9 @@ def train_single(cfg: DictConfig) -> int:
     log.info("eps=%g momentum=%g batch_size=%d num_epochs=%d num_hiddens=%s seed=%d dtype=%s",
              spec.eps, spec.momentum, spec.batch_size, spec.num_epochs, list(spec.num_hiddens), spec.seed,
              spec.dtype)
+    note = large_batch_note(spec.batch_size, dataset.sizes()["train"])
+    if note:
+        log.warning("%s", note)
 
     try:
         result = trainer.train(spec, dataset, on_epoch=EpochLogger(spec.num_epochs))
@@ -121,6 +132,44 @@ def task(cfg: DictConfig) -> None:
         sys.exit(code)
 
 
+def check_output_location(argv: list[str]) -> None:
+    """Raise UserError when the run or sweep directory of a command line cannot be created.
+
+    Hydra creates that directory before any tfd_sweep code runs and shows a traceback when it
+    fails, so the check runs first. A directory named with an interpolation such as
+    ${now:...} is checked up to its fixed part (outputs/sweeps for the default).
+    """
+    from tfd_sweep import runfiles
+    from tfd_sweep.overrides import INFO_FLAGS, is_multirun, last_value
+
+    if any(arg in INFO_FLAGS or arg.split("=", 1)[0] in INFO_FLAGS for arg in argv):
+        return
+    key = "hydra.sweep.dir" if is_multirun(argv) else "hydra.run.dir"
+    value = last_value(argv, key)
+    if value is None:
+        value = _default_output_dir(key)
+    if value is None:
+        return
+    fixed = value.split("${", 1)[0]
+    if "${" in value:
+        fixed = fixed.rpartition("/")[0]  # a partly written name such as "run_${now:...}" is not checked
+    directory = Path(fixed or ".")
+    try:
+        runfiles.check_writable(directory)
+    except UserError as exc:
+        raise UserError(f"{key}={value}: {exc}") from exc
+
+
+def _default_output_dir(key: str) -> str | None:
+    raw = OmegaConf.to_container(OmegaConf.load(config_dir() / "config.yaml"), resolve=False)
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node if isinstance(node, str) else None
+
+
 def main() -> None:
     """Entry point of `python -m tfd_sweep` and of the `tfd-sweep` command."""
     import hydra
@@ -131,6 +180,11 @@ def main() -> None:
     problems = check_command_line(sys.argv[1:])
     if problems:
         print("tfd_sweep: invalid command line:\n  " + "\n  ".join(problems), file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    try:
+        check_output_location(sys.argv[1:])
+    except UserError as exc:
+        print(f"tfd_sweep: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
 
     schema.register_schema()

@@ -3,7 +3,7 @@
 Every function draws on its own `matplotlib.figure.Figure` with the Agg canvas, so the
 package never selects a global backend or touches pyplot state, and plotting works in
 worker processes and without a display. Non-finite values (diverged or failed runs) are
-drawn as gaps or marked cells and never raise. Plot text stays in English because the
+drawn as gaps or marked cells instead of raising. Plot text stays in English because the
 default matplotlib font has no Hangul glyphs.
 """
 
@@ -317,7 +317,7 @@ def plot_hidden_size(results: pd.DataFrame, path, title: str) -> Path:
     return _save(figure, path)
 
 
-# --- helpers for columns that hold floats, ints or "[16, 32]" strings -----------------------
+# --- helpers for columns that contain floats, ints or "[16, 32]" strings -----------------------
 
 
 def _sorted_unique(column: pd.Series) -> list:

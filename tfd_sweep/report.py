@@ -126,7 +126,11 @@ def make_figures(sweep: Sweep, text: dict, metric: str) -> list[Figure]:
     if len(grid_keys) >= 2:
         x_key, y_key = _heatmap_axes(grid_keys)
         rest = [key for key in grid_keys if key not in (x_key, y_key)]
-        panel_key = "batch_size" if "batch_size" in rest else (rest[0] if rest else None)
+        panel_key = None
+        if "batch_size" in rest:
+            panel_key = "batch_size"
+        elif rest:
+            panel_key = rest[0]
         caption = text["plot_heatmap"].format(metric="valid_ce", x_key=x_key, y_key=y_key)
         path = plots.plot_heatmaps(results, x_key, y_key, out / f"heatmap_valid_ce_{y_key}_{x_key}.png",
                                    f"{dataset}: valid_ce over {y_key} x {x_key}", panel_key=panel_key)
@@ -438,7 +442,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
 _CSS = """
 body { font-family: sans-serif; max-width: 1200px; margin: 1em auto; padding: 0 1em; }
 .banner { background: #fff3cd; border: 2px solid #d39e00; padding: 0.8em; font-weight: bold; }
-table.table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em; }
+table.table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.9em;
+  display: block; overflow-x: auto; max-width: 100%; }
 table.table th, table.table td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
 table.table th { background: #f0f0f0; }
 pre, code { background: #f6f6f6; }

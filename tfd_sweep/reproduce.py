@@ -3,7 +3,7 @@
     python -m tfd_sweep.reproduce <sweep dir> [--run N] [--rtol R]
 
 Without --run, the best run (report.metric valid_ce, min) is retrained. The run's
-result.json supplies the config; the data file is looked up from the current directory.
+result.json supplies the config, and the data file is looked up from the current directory.
 Exit status: 0 when every metric matches within rtol, 1 on a mismatch (or a changed
 dataset), 2 on an error the user can fix.
 """

@@ -33,7 +33,7 @@ EXTRA_CONFIG_KEYS = ("max_ce", "check_grad")
 # Keys that may be swept, in the order used for tables and plot labels.
 SWEEPABLE_KEYS = metrics.HYPERPARAMETERS + ("max_ce",)
 EXTRA_METRICS = ("epochs_run",)
-# Integer columns that may be missing (not run, failed); stored as pandas' nullable Int64.
+# Integer columns that may be missing (not run, failed), stored as pandas' nullable Int64.
 NULLABLE_INT_COLUMNS = ("best_epoch", "epochs_run", "diverged_epoch", "hidden1", "hidden2")
 
 RESULT_COLUMNS = (

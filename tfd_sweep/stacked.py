@@ -124,9 +124,11 @@ def train_group(specs: list[RunSpec], data, on_run_end=None, kernel: str = "auto
 def select_layer1_update(kernel: str = "auto"):
     """Return the function that updates the stacked layer-1 weights W1T and velocities V1.
 
-    "numpy" is the reference; "numba" fuses the update into one pass over W1T and V1 (and, at
-    batch size 1, builds the rank-1 gradient on the fly); "auto" picks numba when it imports.
-    Both round every operation as `v = momentum * v - eps * grad; w = w + v` does.
+    "numpy" is the reference. "numba" fuses the update into one pass over W1T and V1; at batch
+    size 1 it builds the rank-1 gradient on the fly and, while each updated row is in cache,
+    computes the next sample's layer-1 output (its additions in another order than BLAS, so
+    results differ from numpy's in rounding). "auto" picks numba when it imports. Both round
+    the update itself exactly as `v = momentum * v - eps * grad; w = w + v`.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel == {kernel!r}, must be one of {KERNELS}")
@@ -140,13 +142,22 @@ def select_layer1_update(kernel: str = "auto"):
         return _update_layer1_numpy
 
 
-def _update_layer1_numpy(W1T, V1, dW1T, dh1, xb, eps_rows, momentum_rows) -> None:
-    """Update W1T, V1 (M*H1, D) in place from dh1 (N, M*H1) and xb (N, D); dW1T is scratch."""
-    np.matmul(dh1.T, xb, out=dW1T)
+def _update_layer1_numpy(W1T, V1, dW1T, dh1, xb, eps_rows, momentum_rows, x_next=None, a1_next=None) -> bool:
+    """Update W1T, V1 (M*H1, D) in place from dh1 (N, M*H1) and xb (N, D); dW1T is scratch.
+
+    Returns whether it also computed the next sample's layer-1 outputs `a1_next` =
+    W1T @ x_next; this kernel never does (the numba kernel does at batch size 1).
+    """
+    if xb.shape[0] == 1:
+        # An outer product rounds each entry once, as the k=1 matrix product does, and is faster.
+        np.multiply(dh1[0][:, None], xb[0][None, :], out=dW1T)
+    else:
+        np.matmul(dh1.T, xb, out=dW1T)
     dW1T *= eps_rows[:, None]
     V1 *= momentum_rows[:, None]
     V1 -= dW1T
     W1T += V1
+    return False
 
 
 @functools.lru_cache(maxsize=1)
@@ -154,7 +165,7 @@ def _numba_layer1_update():
     """Compile (once per process) and return the numba layer-1 update; raise ImportError without numba."""
     import numba
 
-    @numba.njit(cache=False, nogil=True)
+    @numba.njit(nogil=True)
     def fused_update(W1T, V1, grad, eps_rows, momentum_rows):
         for r in range(W1T.shape[0]):
             eps, momentum = eps_rows[r], momentum_rows[r]
@@ -163,21 +174,37 @@ def _numba_layer1_update():
                 V1[r, j] = v
                 W1T[r, j] += v
 
-    @numba.njit(cache=False, nogil=True)
-    def rank1_update(W1T, V1, dh1_row, x_row, eps_rows, momentum_rows):
+    # Only this dot product may reorder its additions (to use SIMD); the update keeps
+    # numpy's rounding because its function has no fastmath flags.
+    @numba.njit(nogil=True, fastmath={"reassoc", "nsz"})
+    def dot(a, b):
+        total = a[0] * 0
+        for j in range(a.shape[0]):
+            total += a[j] * b[j]
+        return total
+
+    @numba.njit(nogil=True)
+    def rank1_update(W1T, V1, dh1_row, x_row, eps_rows, momentum_rows, x_next, a1_next, forward_next):
         for r in range(W1T.shape[0]):
             eps, momentum, d = eps_rows[r], momentum_rows[r], dh1_row[r]
+            w_row, v_row = W1T[r], V1[r]
             for j in range(W1T.shape[1]):
-                v = momentum * V1[r, j] - eps * (d * x_row[j])
-                V1[r, j] = v
-                W1T[r, j] += v
+                v = momentum * v_row[j] - eps * (d * x_row[j])
+                v_row[j] = v
+                w_row[j] += v
+            if forward_next:
+                a1_next[r] = dot(w_row, x_next)  # the row is still in L1 cache
 
-    def update(W1T, V1, dW1T, dh1, xb, eps_rows, momentum_rows) -> None:
+    def update(W1T, V1, dW1T, dh1, xb, eps_rows, momentum_rows, x_next=None, a1_next=None) -> bool:
         if xb.shape[0] == 1:
-            rank1_update(W1T, V1, dh1[0], xb[0], eps_rows, momentum_rows)
-        else:
-            np.matmul(dh1.T, xb, out=dW1T)
-            fused_update(W1T, V1, dW1T, eps_rows, momentum_rows)
+            forward_next = x_next is not None
+            if not forward_next:
+                x_next, a1_next = xb[0], dh1[0]  # placeholders of the right types, not written
+            rank1_update(W1T, V1, dh1[0], xb[0], eps_rows, momentum_rows, x_next, a1_next, forward_next)
+            return forward_next
+        np.matmul(dh1.T, xb, out=dW1T)
+        fused_update(W1T, V1, dW1T, eps_rows, momentum_rows)
+        return False
 
     return update
 
@@ -253,6 +280,8 @@ class _Stack:
         self.row_max = np.empty((M, B), dtype)
         self.row_sum = np.empty((M, B), dtype)
         self.rows = np.arange(B)
+        self.a1_next = np.empty(M * H1, dtype)  # layer-1 output of the next sample, batch size 1 only
+        self.a1_ready = False
 
         # Per-run hyperparameters broadcast over each parameter's run axis.
         self.eps_rows = np.repeat(self.eps, H1)  # (M*H1,), one per row of W1T and entry of b1
@@ -285,15 +314,18 @@ class _Stack:
         total_correct = np.zeros(M, dtype=np.int64)
         for start in range(0, num_samples, self.batch_size):
             batch = perm[start : start + self.batch_size]
-            ce_sum, correct = self.step(x[batch], y[batch])
+            x_next = x[perm[start + 1]] if self.batch_size == 1 and start + 1 < num_samples else None
+            ce_sum, correct = self.step(x[batch], y[batch], x_next)
             total_ce += ce_sum
             total_correct += correct
         return total_ce / num_samples, total_correct / num_samples
 
-    def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, xb: np.ndarray, yb: np.ndarray, x_next: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Take one momentum step of every run on xb (N, D), yb (N,).
 
-        Returns per-run summed cross-entropy and correct predictions, both (M,).
+        `x_next` (D,), the next single-sample batch, lets the numba kernel compute its layer-1
+        output during this step's update. Returns per-run summed cross-entropy and correct
+        predictions, both (M,).
         """
         n = xb.shape[0]
         M, H1 = len(self.eps), self.H1
@@ -307,7 +339,10 @@ class _Stack:
         dh1_runs = dh1.reshape(n, M, H1).transpose(1, 0, 2)
 
         # Forward: layer 1 for all runs at once, layers 2 and 3 batched over runs.
-        np.matmul(xb, W1T.T, out=h1)
+        if self.a1_ready:
+            h1[0] = self.a1_next
+        else:
+            np.matmul(xb, W1T.T, out=h1)
         h1 += b1
         np.maximum(h1, 0, out=h1)
         np.matmul(h1_runs, W2, out=h2)
@@ -342,7 +377,9 @@ class _Stack:
         np.sum(dh1, axis=0, out=db1)
 
         # Momentum update v = momentum * v - eps * grad; w = w + v, with per-run eps and momentum.
-        self.update_kernel(W1T, self.V[0], dW1T, dh1, xb, self.eps_rows, self.momentum_rows)
+        self.a1_ready = self.update_kernel(
+            W1T, self.V[0], dW1T, dh1, xb, self.eps_rows, self.momentum_rows, x_next, self.a1_next
+        )
         for w, v, grad, eps, momentum in zip(
             self._weights()[1:], self.V[1:], self.grads[1:], self.eps_by_param[1:], self.momentum_by_param[1:]
         ):

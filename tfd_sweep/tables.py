@@ -146,7 +146,7 @@ def seed_summary(results: pd.DataFrame) -> pd.DataFrame | None:
     """Return mean and std of each metric over runs that differ only by seed, or None.
 
     Only groups with two or more runs are listed. Non-finite values are left out of the
-    mean, and `n_finite` says how many runs the mean is over.
+    mean, and `n_finite` counts the runs in the mean.
     """
     keys = [key for key in metrics.HYPERPARAMETERS + ("max_ce",)
             if key != "seed" and key in results and results[key].notna().any()]

@@ -1,0 +1,143 @@
+"""Stacked training of a group of runs equals training each run alone."""
+
+import importlib.util
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from _tiny_data import make_tiny_dataset
+
+from tfd_sweep import gradcheck, metrics, model, stacked, trainer
+
+KERNELS = ["numpy"] + (["numba"] if importlib.util.find_spec("numba") else [])
+# The numba kernel adds up the next sample's layer-1 output in its own order at batch size 1,
+# so its runs differ from train() by rounding that grows over the epochs.
+FLOAT64_RTOL = {"numpy": 1e-12, "numba": 1e-9}
+HYPERPARAMETERS = [(0.01, 0.0), (0.05, 0.9), (0.002, 0.5)]  # (eps, momentum) of the runs in a group
+
+
+def make_specs(batch_size, num_hiddens=(8, 6), hyperparameters=HYPERPARAMETERS, **overrides):
+    return [
+        trainer.RunSpec(eps=eps, momentum=momentum, batch_size=batch_size, num_epochs=3,
+                        num_hiddens=num_hiddens, seed=0, **overrides)
+        for eps, momentum in hyperparameters
+    ]
+
+
+def assert_results_close(alone, group, rtol):
+    assert group.status == alone.status
+    assert group.diverged_epoch == alone.diverged_epoch
+    for name in model.PARAM_NAMES:
+        np.testing.assert_allclose(group.params[name], alone.params[name], rtol=rtol, atol=rtol * 1e-2)
+    for column in metrics.HISTORY_COLUMNS:
+        np.testing.assert_allclose(group.history[column], alone.history[column], rtol=rtol)
+    for name in metrics.FINAL_METRICS:
+        assert group.final[name] == pytest.approx(alone.final[name], rel=rtol)
+    assert group.best["best_epoch"] == alone.best["best_epoch"]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("batch_size", [1, 10, 100, -1])
+def test_group_equals_runs_alone_in_float64(batch_size, kernel):
+    data = make_tiny_dataset(num_train=130, num_valid=30, num_test=20)  # batch 100 leaves a batch of 30
+    specs = make_specs(batch_size)
+    results = stacked.train_group(specs, data, kernel=kernel)
+    for spec, result in zip(specs, results):
+        assert_results_close(trainer.train(spec, data), result, rtol=FLOAT64_RTOL[kernel])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_diverged_run_is_frozen_while_others_continue(kernel):
+    data = make_tiny_dataset()
+    specs = make_specs(1, num_hiddens=(32, 32), hyperparameters=[(0.01, 0.9), (1.0, 0.9), (0.05, 0.5)])
+    finished = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        results = stacked.train_group(specs, data, kernel=kernel, on_run_end=lambda i, r: finished.append((i, r.status)))
+
+    assert finished == [(1, metrics.STATUS_DIVERGED), (0, metrics.STATUS_OK), (2, metrics.STATUS_OK)]
+    assert results[1].diverged_epoch == 1
+    assert len(results[0].history["epoch"]) == 3
+    for spec, result in zip(specs, results):
+        assert_results_close(trainer.train(spec, data), result, rtol=FLOAT64_RTOL[kernel])
+
+
+def test_float32_group_close_to_runs_alone():
+    data = make_tiny_dataset()
+    specs = make_specs(10, dtype="float32")
+    results = stacked.train_group(specs, data)
+    for spec, result in zip(specs, results):
+        assert result.params["W1"].dtype == np.float32
+        assert_results_close(trainer.train(spec, data), result, rtol=1e-4)
+
+
+def test_numba_update_rounds_as_numpy_update():
+    if "numba" not in KERNELS:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(0)
+    for num_samples in (1, 3):
+        W1T, V1 = rng.standard_normal((12, 20)), rng.standard_normal((12, 20))
+        dh1, xb = rng.standard_normal((num_samples, 12)), rng.uniform(size=(num_samples, 20))
+        eps_rows, momentum_rows = np.repeat([0.1, 0.01, 1.0], 4), np.repeat([0.9, 0.0, 0.5], 4)
+        expected_w, expected_v = W1T.copy(), V1.copy()
+        stacked._update_layer1_numpy(expected_w, expected_v, np.empty_like(W1T), dh1, xb, eps_rows, momentum_rows)
+        update = stacked.select_layer1_update("numba")
+        update(W1T, V1, np.empty_like(W1T), dh1, xb, eps_rows, momentum_rows)
+        np.testing.assert_array_equal(W1T, expected_w)
+        np.testing.assert_array_equal(V1, expected_v)
+
+
+def test_numba_update_computes_next_layer1_output():
+    if "numba" not in KERNELS:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(1)
+    W1T, V1 = rng.standard_normal((12, 20)), rng.standard_normal((12, 20))
+    dh1, xb, x_next = rng.standard_normal((1, 12)), rng.uniform(size=(1, 20)), rng.uniform(size=20)
+    rows = np.full(12, 0.1)
+    a1_next = np.empty(12)
+    update = stacked.select_layer1_update("numba")
+    assert update(W1T, V1, np.empty_like(W1T), dh1, xb, rows, rows, x_next, a1_next)
+    np.testing.assert_allclose(a1_next, W1T @ x_next, rtol=1e-12)
+    assert not update(W1T, V1, np.empty_like(W1T), dh1, xb, rows, rows)
+
+
+def test_auto_kernel_falls_back_to_numpy_without_numba(monkeypatch):
+    stacked._numba_layer1_update.cache_clear()
+    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
+    try:
+        assert stacked.select_layer1_update("auto") is stacked._update_layer1_numpy
+        with pytest.raises(ImportError):
+            stacked.select_layer1_update("numba")
+    finally:
+        stacked._numba_layer1_update.cache_clear()
+
+
+def test_rejects_unknown_kernel():
+    with pytest.raises(ValueError, match=r"kernel == 'cuda', must be one of \('auto', 'numpy', 'numba'\)"):
+        stacked.select_layer1_update("cuda")
+
+
+def test_rejects_runs_of_different_groups():
+    specs = make_specs(10) + make_specs(5)[:1]
+    with pytest.raises(ValueError, match="train_group\\(\\) needs runs with one group_key\\(\\)"):
+        stacked.train_group(specs, make_tiny_dataset())
+
+
+def test_failed_grad_check_fails_only_runs_that_ask(monkeypatch):
+    monkeypatch.setattr(gradcheck, "GRAD_CHECK_TOLERANCE", 0.0)
+    specs = make_specs(10, hyperparameters=[(0.01, 0.0), (0.05, 0.9)])
+    specs[0] = trainer.RunSpec(**{**specs[0].__dict__, "check_grad": True})
+    results = stacked.train_group(specs, make_tiny_dataset())
+    assert results[0].status == metrics.STATUS_FAILED
+    assert results[0].error.startswith("Gradient check failed")
+    assert results[1].status == metrics.STATUS_OK
+    assert results[1].grad_check is None
+
+
+def test_grad_check_recorded_for_runs_that_ask():
+    specs = make_specs(10, hyperparameters=[(0.01, 0.0), (0.05, 0.9)])
+    specs[1] = trainer.RunSpec(**{**specs[1].__dict__, "check_grad": True})
+    results = stacked.train_group(specs, make_tiny_dataset())
+    assert results[0].grad_check is None
+    assert set(results[1].grad_check) == set(model.PARAM_NAMES)
