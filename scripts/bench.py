@@ -609,32 +609,41 @@ def measure_launch_scale(data_path: str | None, notes: list[str]) -> list[list[s
                        f"hydra.sweep.dir={workdir}/sweep"]
             if data_path is not None:
                 command.append(f"data.path={data_path}")
-            environment = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            environment = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(
                 [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
             start = time.perf_counter()
             process = subprocess.Popen(command, cwd=workdir, env=environment, text=True,
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        start_new_session=True)
+            lines: queue.Queue = queue.Queue()
+            reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout],
+                                      daemon=True)
+            reader.start()
             checked = first_start = None
-            lines = []
+            seen = []
             try:
-                for line in process.stdout:
-                    lines.append(line)
+                while first_start is None:
+                    remaining = LAUNCH_TIMEOUT - (time.perf_counter() - start)
+                    try:
+                        line = lines.get(timeout=max(remaining, 0.0))
+                    except queue.Empty:
+                        break
+                    seen.append(line)
                     if checked is None and " checked " in line and " runs in " in line:
                         checked = line.split(" checked ", 1)[1].strip()
                     if re.search(r"\] #\d+ start: ", line):
                         first_start = time.perf_counter() - start
-                        break
-                    if time.perf_counter() - start > LAUNCH_TIMEOUT:
+                    elif process.poll() is not None and lines.empty():
                         break
             finally:
                 if process.poll() is None:
                     os.killpg(process.pid, signal.SIGTERM)
                 process.wait(timeout=30)
+                reader.join(timeout=10)
                 process.stdout.close()
             if first_start is None:
                 notes.append(f"The {num_runs}-run sweep did not start a run; its last output: "
-                             + "".join(lines[-3:]).strip())
+                             + "".join(seen[-3:]).strip())
                 rows.append([str(num_runs), "n/a", checked or "n/a"])
             else:
                 rows.append([str(num_runs), f"{first_start:.1f} s", checked or "n/a"])

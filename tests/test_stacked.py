@@ -1,5 +1,6 @@
 """Stacked training of a group of runs equals training each run alone."""
 
+import dataclasses
 import importlib.util
 import sys
 import warnings
@@ -102,6 +103,22 @@ def test_numba_update_computes_next_layer1_output():
     assert not update(W1T, V1, np.empty_like(W1T), dh1, xb, rows, rows)
 
 
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_numba_update_flushes_subnormal_velocities(num_samples):
+    if "numba" not in KERNELS:
+        pytest.skip("numba is not installed")
+    tiny = np.finfo(np.float32).tiny
+    W1T = np.full((4, 8), 0.5, np.float32)
+    V1 = np.full((4, 8), 4 * tiny, np.float32)
+    dh1 = np.zeros((num_samples, 4), np.float32)
+    xb = np.ones((num_samples, 8), np.float32)
+    rows = np.full(4, 0.1, np.float32)
+    update = stacked.select_layer1_update("numba")
+    update(W1T, V1, np.empty_like(W1T), dh1, xb, rows, rows)  # v = 0.1 * 4 tiny is subnormal
+    np.testing.assert_array_equal(V1, 0)
+    np.testing.assert_array_equal(W1T, 0.5)
+
+
 def test_auto_kernel_falls_back_to_numpy_without_numba(monkeypatch):
     stacked._numba_layer1_update.cache_clear()
     monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
@@ -127,7 +144,7 @@ def test_rejects_runs_of_different_groups():
 def test_failed_grad_check_fails_only_runs_that_ask(monkeypatch):
     monkeypatch.setattr(gradcheck, "GRAD_CHECK_TOLERANCE", 0.0)
     specs = make_specs(10, hyperparameters=[(0.01, 0.0), (0.05, 0.9)])
-    specs[0] = trainer.RunSpec(**{**specs[0].__dict__, "check_grad": True})
+    specs[0] = dataclasses.replace(specs[0], check_grad=True)
     results = stacked.train_group(specs, make_tiny_dataset())
     assert results[0].status == metrics.STATUS_FAILED
     assert results[0].error.startswith("Gradient check failed")
@@ -135,9 +152,18 @@ def test_failed_grad_check_fails_only_runs_that_ask(monkeypatch):
     assert results[1].grad_check is None
 
 
+def test_group_of_failed_grad_checks_returns_failed(monkeypatch):
+    monkeypatch.setattr(gradcheck, "GRAD_CHECK_TOLERANCE", 0.0)
+    specs = make_specs(10, check_grad=True)
+    finished = []
+    results = stacked.train_group(specs, make_tiny_dataset(), on_run_end=lambda i, r: finished.append(i))
+    assert [result.status for result in results] == [metrics.STATUS_FAILED] * 3
+    assert finished == [0, 1, 2]
+
+
 def test_grad_check_recorded_for_runs_that_ask():
     specs = make_specs(10, hyperparameters=[(0.01, 0.0), (0.05, 0.9)])
-    specs[1] = trainer.RunSpec(**{**specs[1].__dict__, "check_grad": True})
+    specs[1] = dataclasses.replace(specs[1], check_grad=True)
     results = stacked.train_group(specs, make_tiny_dataset())
     assert results[0].grad_check is None
     assert set(results[1].grad_check) == set(model.PARAM_NAMES)

@@ -170,3 +170,21 @@ def test_one_epoch_on_real_data():
     result = trainer.train(make_spec(eps=0.01, momentum=0.9, batch_size=100, num_epochs=1, num_hiddens=(16, 32)), data)
     assert result.status == metrics.STATUS_OK
     assert 0.5 < result.final["train_ce"] < 2.5
+
+
+def test_momentum_update_follows_formula():
+    rng = np.random.default_rng(0)
+    w, v, grad = rng.standard_normal(5), rng.standard_normal(5), rng.standard_normal(5)
+    expected_v = 0.9 * v - 0.01 * grad
+    expected_w = w + expected_v
+    optim.momentum_update(w, v, grad, eps=0.01, momentum=0.9)
+    np.testing.assert_array_equal(v, expected_v)
+    np.testing.assert_array_equal(w, expected_w)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_flush_subnormals_zeroes_only_subnormals(dtype):
+    tiny = np.finfo(dtype).tiny
+    v = np.array([tiny / 4, -tiny / 2, tiny, -2 * tiny, 0.5, np.inf], dtype=dtype)
+    optim.flush_subnormals(v)
+    np.testing.assert_array_equal(v, np.array([0, 0, tiny, -2 * tiny, 0.5, np.inf], dtype=dtype))

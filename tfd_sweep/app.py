@@ -132,24 +132,25 @@ def task(cfg: DictConfig) -> None:
         sys.exit(code)
 
 
-def check_output_location(argv: list[str]) -> None:
+def check_output_location(argv: list[str]) -> Path | None:
     """Raise UserError when the run or sweep directory of a command line cannot be created.
 
     Hydra creates that directory before any tfd_sweep code runs and shows a traceback when it
     fails, so the check runs first. A directory named with an interpolation such as
-    ${now:...} is checked up to its fixed part (outputs/sweeps for the default).
+    ${now:...} is checked up to its fixed part (outputs/sweeps for the default). Returns the
+    directory when its name has no interpolation, else None.
     """
     from tfd_sweep import runfiles
     from tfd_sweep.overrides import INFO_FLAGS, is_multirun, last_value
 
     if any(arg in INFO_FLAGS or arg.split("=", 1)[0] in INFO_FLAGS for arg in argv):
-        return
+        return None
     key = "hydra.sweep.dir" if is_multirun(argv) else "hydra.run.dir"
     value = last_value(argv, key)
     if value is None:
         value = _default_output_dir(key)
     if value is None:
-        return
+        return None
     fixed = value.split("${", 1)[0]
     if "${" in value:
         fixed = fixed.rpartition("/")[0]  # a partly written name such as "run_${now:...}" is not checked
@@ -158,6 +159,7 @@ def check_output_location(argv: list[str]) -> None:
         runfiles.check_writable(directory)
     except UserError as exc:
         raise UserError(f"{key}={value}: {exc}") from exc
+    return None if "${" in value else directory
 
 
 def _default_output_dir(key: str) -> str | None:
@@ -174,19 +176,25 @@ def main() -> None:
     """Entry point of `python -m tfd_sweep` and of the `tfd-sweep` command."""
     import hydra
 
+    from contextlib import nullcontext
+
     from tfd_sweep import config as schema
-    from tfd_sweep.overrides import check_command_line
+    from tfd_sweep.launcher import SweepLock
+    from tfd_sweep.overrides import check_command_line, is_multirun
 
     problems = check_command_line(sys.argv[1:])
     if problems:
         print("tfd_sweep: invalid command line:\n  " + "\n  ".join(problems), file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     try:
-        check_output_location(sys.argv[1:])
+        output_dir = check_output_location(sys.argv[1:])
+        # Hydra writes multirun.yaml into the sweep directory before the launcher locks it, so
+        # a sweep directory named on the command line is locked here, before Hydra starts.
+        lock = SweepLock(output_dir) if output_dir is not None and is_multirun(sys.argv[1:]) else nullcontext()
+        with lock:
+            schema.register_schema()
+            app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(task)
+            app()
     except UserError as exc:
         print(f"tfd_sweep: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
-
-    schema.register_schema()
-    app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(task)
-    app()

@@ -27,6 +27,10 @@ from tfd_sweep.progress import SweepProgress
 log = logging.getLogger("tfd_sweep.launcher")
 
 
+class WorkerDiedError(RuntimeError):
+    """The process training a run ended before the run finished (killed by a signal, out of memory)."""
+
+
 def run_indexed(index: int, task: Any) -> tuple[int, list[dict[str, Any]]]:
     """Worker entry point: train group `index` and return its index with the run summaries."""
     from tfd_sweep.worker import run_group
@@ -230,7 +234,7 @@ def _handle_pool_failure(exc: Exception, watch: WorkerDeathWatch, groups: Sequen
     import datetime as dt
 
     from tfd_sweep import runfiles
-    from tfd_sweep.worker import summarize
+    from tfd_sweep.worker import RUNNING_MARKER, summarize
 
     in_flight = [i for i in pending if i in watch.in_flight]
     dead_pids = watch.first_dead
@@ -245,13 +249,14 @@ def _handle_pool_failure(exc: Exception, watch: WorkerDeathWatch, groups: Sequen
     for index in victims:
         pid = watch.pid_of(index)
         for run in tasks[index].runs:
-            error = RuntimeError(
+            error = WorkerDiedError(
                 f"the worker process{f' {pid}' if pid else ''} training this run died (killed by a signal or "
                 f"out of memory) before the run finished; rerun the sweep into the same directory to retry it"
             )
             record = runfiles.write_failure(Path(run.run_dir), config=run.config, overrides=run.overrides,
                                             job_num=run.num, exc=error, started=dt.datetime.now())
-            (Path(run.run_dir) / ".running").unlink(missing_ok=True)
+            (Path(run.run_dir) / RUNNING_MARKER).unlink(missing_ok=True)
+            runfiles.remove_temporary_files(Path(run.run_dir))
             summaries[run.num] = summarize(run.num, record)
             say(logging.ERROR, "#%d failed: %s: %s", run.num, " ".join(run.overrides), record["error"])
             lost += 1

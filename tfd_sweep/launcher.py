@@ -82,10 +82,12 @@ def _launch(config: DictConfig, hydra_context: Any, job_overrides: Sequence[Sequ
         resolved = BUILTIN
     log.info("dataset %s (%s): %s", dataset.name, dataset.source,
              ", ".join(f"{k} {v}" for k, v in dataset.sizes().items()))
-    for c in {c["batch_size"] for c in plain_configs}:
-        if c > dataset.sizes()["train"]:
-            log.warning("batch_size=%d is larger than the %d training images: each epoch is one full batch, "
-                        "as with batch_size=-1.", c, dataset.sizes()["train"])
+    from tfd_sweep.app import large_batch_note
+
+    for batch_size in sorted({c["batch_size"] for c in plain_configs}):
+        note = large_batch_note(batch_size, dataset.sizes()["train"])
+        if note:
+            log.warning("%s", note)
 
     # 3. Resume: reuse finished runs of an earlier attempt in this sweep directory.
     runfiles.check_writable(sweep_dir)
@@ -94,6 +96,7 @@ def _launch(config: DictConfig, hydra_context: Any, job_overrides: Sequence[Sequ
         write_sweep_file(sweep_dir, jobs, config)
         for job in to_run:
             write_hydra_files(sweep_dir / job.subdir, job_configs[job.num], job.overrides)
+            clear_unfinished_run(sweep_dir / job.subdir)  # left by a worker of an interrupted attempt
 
         n_workers = worker_count(settings)
         groups = make_groups(to_run, stack=bool(settings["stack"]), max_group_size=int(settings["max_group_size"]),
@@ -195,29 +198,51 @@ def find_finished(jobs: Sequence[Job], sweep_dir: Path) -> tuple[dict[int, dict[
 
 
 class SweepLock:
-    """An exclusive lock file in the sweep directory, so two sweeps never write into one directory."""
+    """An exclusive lock on a file in the sweep directory, so two sweeps never write into one directory.
+
+    The lock is an flock(2) lock, which the kernel releases when its process ends, however it
+    ends, so a killed sweep never leaves a stale lock. The file holds the owner's process id,
+    for the error message only.
+    """
 
     def __init__(self, sweep_dir: Path) -> None:
         self.path = sweep_dir / LOCK_FILE
+        self._fd: int | None = None
 
     def __enter__(self) -> "SweepLock":
-        for _ in range(2):
+        import fcntl
+
+        while True:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
                 owner = self._owner()
-                if owner is not None and _pid_alive(owner):
-                    raise UserError(f"Another sweep (process {owner}) is writing into {self.path.parent}. Wait "
-                                    f"for it to finish, or choose another directory with hydra.sweep.dir=...")
-                self.path.unlink(missing_ok=True)  # left behind by a sweep that was killed
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            return self
-        raise UserError(f"Cannot lock {self.path}: it reappears after removal. Remove it by hand.")
+                if owner == os.getpid():
+                    return self  # locked by this process already, before Hydra started
+                raise UserError(f"Another sweep{f' (process {owner})' if owner else ''} is writing into "
+                                f"{self.path.parent}. Wait for it to finish, or choose another directory with "
+                                f"hydra.sweep.dir=...") from None
+            # The owner before us may have removed the file between our open and our lock:
+            # then we hold a lock on a deleted file and must lock the new one instead.
+            try:
+                same_file = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same_file = False
+            if same_file:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.path.unlink(missing_ok=True)
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
 
     def _owner(self) -> int | None:
         try:
@@ -226,16 +251,13 @@ class SweepLock:
             return None
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def clear_unfinished_run(run_dir: Path) -> None:
+    """Remove the in-flight marker and half-written temporary files of a run that has no result."""
+    from tfd_sweep.runfiles import remove_temporary_files
+    from tfd_sweep.worker import RUNNING_MARKER
+
+    (run_dir / RUNNING_MARKER).unlink(missing_ok=True)
+    remove_temporary_files(run_dir)
 
 
 def swept_keys(job_overrides: Sequence[Sequence[str]]) -> list[str]:
@@ -341,6 +363,8 @@ def run_dispatch(groups: Sequence[Group], tasks: Sequence[Any], settings: dict[s
 
         finished = [job for job in jobs if read_result(sweep_dir / job.subdir) is not None]
         missing = [job for job in jobs if job not in finished]
+        for job in missing:
+            clear_unfinished_run(sweep_dir / job.subdir)  # its worker was stopped with the pool
         log.error("interrupted: %d of %d runs finished and are kept; %d did not run: %s", len(finished), len(jobs),
                   len(missing), ", ".join(f"#{job.num}" for job in missing[:20]) + (" ..." if len(missing) > 20 else ""))
         _write_partial_report(sweep_dir)

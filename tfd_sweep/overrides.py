@@ -18,6 +18,12 @@ GROUPS = ("sweep",)
 # Hydra's own flags that take a separate value argument.
 FLAGS_WITH_VALUE = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd",
                     "--cfg", "-c", "--package", "-p", "--info", "--experimental-rerun")
+# Hydra's flags that print something and exit without running anything.
+INFO_FLAGS = ("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "--version",
+              "--shell-completion", "-sc", "--resolve")
+MULTIRUN_FLAGS = ("-m", "--multirun")
+# Prefix of the overrides that set a sweep's grid, such as hydra.sweeper.params.eps=0.1,0.2.
+SWEEPER_PARAMS = "hydra.sweeper.params."
 
 
 def field_types() -> dict[str, Any]:
@@ -35,6 +41,29 @@ def field_types() -> dict[str, Any]:
 
     walk(Config, "")
     return types
+
+
+def is_multirun(argv: Iterable[str]) -> bool:
+    """Return True when a command line asks for a sweep (-m or --multirun)."""
+    return any(arg in MULTIRUN_FLAGS for arg in argv)
+
+
+def last_value(argv: Iterable[str], key: str) -> str | None:
+    """Return the text of the last override of key on a command line, or None when absent."""
+    value = None
+    for arg in _override_args(argv):
+        name, _, text = arg.partition("=")
+        if name.lstrip("+~") == key:
+            value = text
+    return value
+
+
+def sweep_presets() -> list[str]:
+    """Return the names of the sweep presets in conf/sweep/, such as 'optimization'."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "conf" / "sweep"
+    return sorted(path.stem for path in folder.glob("*.yaml"))
 
 
 def _override_args(argv: Iterable[str]) -> list[str]:
@@ -86,6 +115,8 @@ def check_command_line(argv: Iterable[str]) -> list[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
+    argv = list(argv)
+    multirun = is_multirun(argv)
     types = field_types()
     sections = {key.rsplit(".", 1)[0] for key in types if "." in key}
     parser = OverridesParser.create()
@@ -97,7 +128,19 @@ def check_command_line(argv: Iterable[str]) -> list[str]:
         except HydraException:
             continue
         key = override.key_or_group
-        if override.is_hydra_override() or key in GROUPS or override.is_delete():
+        if key.startswith(SWEEPER_PARAMS):
+            swept = key[len(SWEEPER_PARAMS):]
+            if swept not in types:
+                problems.append(f"{arg}: unknown key '{swept}'.{suggest_key(swept)} "
+                                f"Run `python -m tfd_sweep --cfg job` to list every key.")
+            continue
+        if key in GROUPS and not override.is_delete():
+            presets = sweep_presets()
+            if override.value() not in presets:
+                problems.append(f"{arg}: unknown sweep preset '{override.value()}'; choose one of "
+                                f"{', '.join(presets)}, such as -m +{key}={presets[0]}.")
+            continue
+        if override.is_hydra_override() or override.is_delete():
             continue
         if key not in types:
             if key in sections:
@@ -109,6 +152,10 @@ def check_command_line(argv: Iterable[str]) -> list[str]:
             continue
 
         text = arg.split("=", 1)[1]
+        if override.is_sweep_override() and not multirun:
+            problems.append(f"{arg} lists several values, which makes a sweep: add -m, as in "
+                            f"python -m tfd_sweep -m {arg}")
+            continue
         values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
         for value in values:
             problem = _type_problem(key, text, value, types[key])

@@ -49,8 +49,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = None
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
         tmp = Path(name)
+        # mkstemp creates the file readable by its owner only; give it the mode that open()
+        # would, so that results in a shared directory stay readable by the group.
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
         write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
@@ -59,6 +62,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if tmp is not None and tmp.exists():
             tmp.unlink()
+
+
+def remove_temporary_files(directory: Path) -> None:
+    """Delete the temporary files that atomic_write leaves when its process is killed mid-write."""
+    for path in Path(directory).glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    # NOTE: os.umask can only be read by setting it; another thread creating a file in between
+    # would get mode 0o022 for that file.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: Path, text: str) -> None:

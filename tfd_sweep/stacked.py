@@ -1,7 +1,7 @@
 """Train several runs that share their data order and shapes as one stacked computation.
 
 Runs with equal `RunSpec.group_key()` (batch_size, num_hiddens, num_epochs, seed, dtype) start
-from the same weights and see the same mini-batches; they differ only in eps, momentum, max_ce
+from the same weights and see the same mini-batches. They differ only in eps, momentum, max_ce
 and check_grad. Training them together removes most of the per-step Python and call overhead:
 
 - Layer 1 of all M runs is one matrix product over their concatenated hidden units. Its weights
@@ -9,9 +9,10 @@ and check_grad. Training them together removes most of the per-step Python and c
   [m*H1, (m+1)*H1) is contiguous, and per-run eps and momentum act on whole blocks.
 - Layers 2 and 3 are batched products over a leading run axis: W2 (M, H1, H2), W3 (M, H2, C).
 
-Every run rounds as it does alone in `tfd_sweep.trainer.train` up to the order of additions
-inside BLAS, so float64 results agree with train() to rounding. A diverged run is recorded and
-removed from the stack at the end of its epoch; the others continue.
+Every run follows the arithmetic of `tfd_sweep.trainer.train`. Only the order of additions can
+differ (inside BLAS, and in the numba kernel's layer-1 sums), so float64 results agree with
+train() to rounding. A diverged run is recorded and removed from the stack at the end of its
+epoch, and the others continue.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 
 import numpy as np
 
-from tfd_sweep import gradcheck, metrics, model
+from tfd_sweep import gradcheck, metrics, model, optim
 from tfd_sweep.trainer import (
     RunResult,
     RunSpec,
@@ -40,6 +41,7 @@ from tfd_sweep.trainer import (
 logger = logging.getLogger(__name__)
 
 KERNELS = ("auto", "numpy", "numba")
+NUMPY_BLOCK_BYTES = 256 * 1024  # bytes per array in one row block of the numpy layer-1 update
 
 
 def train_group(specs: list[RunSpec], data, on_run_end=None, kernel: str = "auto") -> list[RunResult]:
@@ -73,8 +75,11 @@ def train_group(specs: list[RunSpec], data, on_run_end=None, kernel: str = "auto
         error = grad_check_error(grad_check)
         if error is not None:
             for index in [i for i in active if specs[i].check_grad]:
-                finish(index, failed_result(error, params, dict(grad_check), start_time))
+                initial_params = {name: value.copy() for name, value in params.items()}
+                finish(index, failed_result(error, initial_params, dict(grad_check), start_time))
             active = [i for i in active if not specs[i].check_grad]
+            if not active:
+                return results
 
     num_train = data.x_train.shape[0]
     batch_size = effective_batch_size(first.batch_size, num_train)
@@ -87,7 +92,7 @@ def train_group(specs: list[RunSpec], data, on_run_end=None, kernel: str = "auto
 
     with np.errstate(all="ignore"):
         for epoch in range(1, first.num_epochs + 1):
-            if not active:
+            if not active:  # every run diverged
                 break
             epoch_start = time.perf_counter()
             perm = rng.permutation(num_train)
@@ -124,11 +129,12 @@ def train_group(specs: list[RunSpec], data, on_run_end=None, kernel: str = "auto
 def select_layer1_update(kernel: str = "auto"):
     """Return the function that updates the stacked layer-1 weights W1T and velocities V1.
 
-    "numpy" is the reference. "numba" fuses the update into one pass over W1T and V1; at batch
-    size 1 it builds the rank-1 gradient on the fly and, while each updated row is in cache,
-    computes the next sample's layer-1 output (its additions in another order than BLAS, so
-    results differ from numpy's in rounding). "auto" picks numba when it imports. Both round
-    the update itself exactly as `v = momentum * v - eps * grad; w = w + v`.
+    "numpy" is the reference. "numba" fuses the update into one pass over W1T and V1. At batch
+    size 1 it also builds the rank-1 gradient on the fly, and computes the next sample's layer-1
+    output while each updated row is in cache. That sum adds in another order than BLAS, so
+    numba results differ from numpy's by rounding. "auto" picks numba when it imports. Both
+    kernels round the update itself as `v = momentum * v - eps * grad; w = w + v`, and flush
+    subnormal velocities to zero as `tfd_sweep.optim.flush_subnormals` does.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel == {kernel!r}, must be one of {KERNELS}")
@@ -143,20 +149,28 @@ def select_layer1_update(kernel: str = "auto"):
 
 
 def _update_layer1_numpy(W1T, V1, dW1T, dh1, xb, eps_rows, momentum_rows, x_next=None, a1_next=None) -> bool:
-    """Update W1T, V1 (M*H1, D) in place from dh1 (N, M*H1) and xb (N, D); dW1T is scratch.
+    """Update W1T, V1 (M*H1, D) in place from dh1 (N, M*H1) and xb (N, D), using dW1T as scratch.
 
-    Returns whether it also computed the next sample's layer-1 outputs `a1_next` =
-    W1T @ x_next; this kernel never does (the numba kernel does at batch size 1).
+    Returns whether it also computed the next sample's layer-1 output `a1_next` =
+    W1T @ x_next. This kernel never does, but the numba kernel does at batch size 1.
     """
-    if xb.shape[0] == 1:
-        # An outer product rounds each entry once, as the k=1 matrix product does, and is faster.
-        np.multiply(dh1[0][:, None], xb[0][None, :], out=dW1T)
-    else:
+    if xb.shape[0] > 1:
         np.matmul(dh1.T, xb, out=dW1T)
-    dW1T *= eps_rows[:, None]
-    V1 *= momentum_rows[:, None]
-    V1 -= dW1T
-    W1T += V1
+
+    # Blocks of rows small enough for the L2 cache take all passes while cached.
+    block_rows = max(1, NUMPY_BLOCK_BYTES // (W1T.shape[1] * W1T.itemsize))
+    for start in range(0, W1T.shape[0], block_rows):
+        rows = slice(start, start + block_rows)
+        w, v, grad = W1T[rows], V1[rows], dW1T[rows]
+        if xb.shape[0] == 1:
+            # An outer product rounds each entry once, as the k=1 matrix product does. einsum
+            # computed it about 1.4x faster than a broadcast multiply (measured with numpy 2.4).
+            np.einsum("i,j->ij", dh1[0, rows], xb[0], out=grad)
+        grad *= eps_rows[rows, None]
+        v *= momentum_rows[rows, None]
+        v -= grad
+        optim.flush_subnormals(v, grad)
+        w += v
     return False
 
 
@@ -165,45 +179,53 @@ def _numba_layer1_update():
     """Compile (once per process) and return the numba layer-1 update; raise ImportError without numba."""
     import numba
 
+    # Both kernels flush velocities below the smallest normal number (`tiny`) to zero, for
+    # the reason given in `tfd_sweep.optim.flush_subnormals`.
     @numba.njit(nogil=True)
-    def fused_update(W1T, V1, grad, eps_rows, momentum_rows):
+    def fused_update(W1T, V1, grad, eps_rows, momentum_rows, tiny, zero):
         for r in range(W1T.shape[0]):
             eps, momentum = eps_rows[r], momentum_rows[r]
+            w_row, v_row, grad_row = W1T[r], V1[r], grad[r]
             for j in range(W1T.shape[1]):
-                v = momentum * V1[r, j] - eps * grad[r, j]
-                V1[r, j] = v
-                W1T[r, j] += v
+                v = momentum * v_row[j] - eps * grad_row[j]
+                if abs(v) < tiny:
+                    v = zero
+                v_row[j] = v
+                w_row[j] += v
 
     # Only this dot product may reorder its additions (to use SIMD); the update keeps
     # numpy's rounding because its function has no fastmath flags.
     @numba.njit(nogil=True, fastmath={"reassoc", "nsz"})
-    def dot(a, b):
-        total = a[0] * 0
+    def dot(a, b, zero):
+        total = zero  # typed as the arrays' dtype, so float32 sums stay in float32
         for j in range(a.shape[0]):
             total += a[j] * b[j]
         return total
 
     @numba.njit(nogil=True)
-    def rank1_update(W1T, V1, dh1_row, x_row, eps_rows, momentum_rows, x_next, a1_next, forward_next):
+    def rank1_update(W1T, V1, dh1_row, x_row, eps_rows, momentum_rows, x_next, a1_next, forward_next, tiny, zero):
         for r in range(W1T.shape[0]):
             eps, momentum, d = eps_rows[r], momentum_rows[r], dh1_row[r]
             w_row, v_row = W1T[r], V1[r]
             for j in range(W1T.shape[1]):
                 v = momentum * v_row[j] - eps * (d * x_row[j])
+                if abs(v) < tiny:
+                    v = zero
                 v_row[j] = v
                 w_row[j] += v
             if forward_next:
-                a1_next[r] = dot(w_row, x_next)  # the row is still in L1 cache
+                a1_next[r] = dot(w_row, x_next, zero)  # the row is still in L1 cache
 
     def update(W1T, V1, dW1T, dh1, xb, eps_rows, momentum_rows, x_next=None, a1_next=None) -> bool:
+        tiny, zero = np.finfo(W1T.dtype).tiny, W1T.dtype.type(0)
         if xb.shape[0] == 1:
             forward_next = x_next is not None
             if not forward_next:
                 x_next, a1_next = xb[0], dh1[0]  # placeholders of the right types, not written
-            rank1_update(W1T, V1, dh1[0], xb[0], eps_rows, momentum_rows, x_next, a1_next, forward_next)
+            rank1_update(W1T, V1, dh1[0], xb[0], eps_rows, momentum_rows, x_next, a1_next, forward_next, tiny, zero)
             return forward_next
         np.matmul(dh1.T, xb, out=dW1T)
-        fused_update(W1T, V1, dW1T, eps_rows, momentum_rows)
+        fused_update(W1T, V1, dW1T, eps_rows, momentum_rows, tiny, zero)
         return False
 
     return update

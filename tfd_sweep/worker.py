@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfd_sweep.errors import DataError
+from tfd_sweep.errors import DataError, UserError
 from tfd_sweep.metrics import STATUS_FAILED
 from tfd_sweep.trainer import RunResult, RunSpec
 
@@ -96,7 +96,10 @@ def run_group(task: GroupTask) -> list[dict[str, Any]]:
             dataset = load_group_data(task, task.runs[0].spec.dtype)
             results = _train(task, dataset)
         for run, result in zip(task.runs, results):
-            summaries[run.num] = _record(run, result, dataset, started, extra, task.save_weights)
+            if isinstance(result, Exception):
+                summaries[run.num] = _record_failure(run, result, dataset, started, extra)
+            else:
+                summaries[run.num] = _record(run, result, dataset, started, extra, task.save_weights)
     except KeyboardInterrupt:
         for run in task.runs:
             _remove_marker(Path(run.run_dir))
@@ -108,7 +111,8 @@ def run_group(task: GroupTask) -> list[dict[str, Any]]:
     return [summaries[run.num] for run in task.runs]
 
 
-def _train(task: GroupTask, dataset: Any) -> list[RunResult]:
+def _train(task: GroupTask, dataset: Any) -> list[RunResult | Exception]:
+    """Train a group's runs; a run that raised alone is returned as its exception, traceback included."""
     from tfd_sweep import trainer
 
     specs = [run.spec for run in task.runs]
@@ -125,20 +129,13 @@ def _train(task: GroupTask, dataset: Any) -> list[RunResult]:
         return [_train_alone(spec, dataset) for spec in specs]
 
 
-def _train_alone(spec: RunSpec, dataset: Any) -> RunResult:
+def _train_alone(spec: RunSpec, dataset: Any) -> RunResult | Exception:
     from tfd_sweep import trainer
 
     try:
         return trainer.train(spec, dataset)
-    except Exception as exc:  # noqa: BLE001
-        return RunResult(status=STATUS_FAILED, history={name: [] for name in _history_columns()}, final={},
-                         best={}, params={}, wall_time=0.0, error=f"{type(exc).__name__}: {exc}")
-
-
-def _history_columns() -> tuple[str, ...]:
-    from tfd_sweep.metrics import HISTORY_COLUMNS
-
-    return HISTORY_COLUMNS
+    except Exception as exc:  # noqa: BLE001 - recorded as this run's failure by run_group
+        return exc
 
 
 def _record(run: RunTask, result: RunResult, dataset: Any, started: dt.datetime, extra: dict[str, Any],
@@ -156,8 +153,14 @@ def _record_failure(run: RunTask, exc: BaseException, dataset: Any, started: dt.
                     extra: dict[str, Any]) -> dict[str, Any]:
     from tfd_sweep import runfiles
 
-    record = runfiles.write_failure(Path(run.run_dir), config=run.config, overrides=run.overrides, job_num=run.num,
-                                    exc=exc, started=started, dataset=dataset, extra=extra)
+    try:
+        record = runfiles.write_failure(Path(run.run_dir), config=run.config, overrides=run.overrides,
+                                        job_num=run.num, exc=exc, started=started, dataset=dataset, extra=extra)
+    except UserError as write_error:
+        # The failure itself cannot be written (a full disk, say): report it to the launcher
+        # only. Without result.json the run counts as not run, so a resumed sweep retries it.
+        record = {"status": STATUS_FAILED,
+                  "error": f"{type(exc).__name__}: {exc} (not recorded in {run.run_dir}: {write_error})"}
     _remove_marker(Path(run.run_dir))
     return summarize(run.num, record)
 
