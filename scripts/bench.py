@@ -170,43 +170,34 @@ def grid_specs(batch_size: int, num_epochs: int, dtype: str):
 def measure_stacked(task, dataset) -> dict:
     """Time train_group on the 15 grid runs of one batch size.
 
-    train_group reports no per-epoch times, so the per-epoch time is the difference between a
-    group trained for 1 + k epochs and the same group trained for 1 epoch, divided by k: set-up
-    and the final full pass cancel. Pairs are repeated where cheap and the median is taken.
+    train_group reports no per-epoch times, so a group trained for 1 + k epochs and the same
+    group trained for 1 epoch are both timed: set-up and the final full passes cancel in the
+    difference. A run that diverges leaves the stack, so the difference is divided by the
+    run-epochs actually trained in epochs 2 .. 1 + k, not by 15 k. Pairs are repeated where
+    cheap and the median is taken.
     """
-    import tfd_sweep.stacked as stacked
+    from tfd_sweep.stacked import train_group
 
     data = dataset.astype(task["dtype"])
-    kernel_context = _stacked_kernel_context(stacked, task.get("kernel"))
+    kernel = task.get("kernel") or "auto"
     timed = task["epochs"]
     repeats = 1 if task["batch_size"] <= 10 else 3
-    epoch_times = []
+    per_run_epoch = []
     statuses = []
-    with kernel_context:
-        stacked.train_group(grid_specs(task["batch_size"], 1, task["dtype"]), data)  # warm-up
-        for _ in range(repeats):
-            start = time.perf_counter()
-            stacked.train_group(grid_specs(task["batch_size"], 1, task["dtype"]), data)
-            short = time.perf_counter() - start
-            start = time.perf_counter()
-            results = stacked.train_group(grid_specs(task["batch_size"], 1 + timed, task["dtype"]), data)
-            long = time.perf_counter() - start
-            epoch_times.append((long - short) / timed)
-            statuses = [result.status for result in results]
-    return {"epoch_times": epoch_times, "group_size": GROUP_SIZE, "statuses": statuses}
-
-
-def _stacked_kernel_context(stacked, kernel):
-    """Return a context manager that selects a stacked.py kernel variant, if it offers any."""
-    import contextlib
-
-    if kernel is None:
-        return contextlib.nullcontext()
-    # TODO: adapt to the kernel switch stacked.py ends up exposing.
-    use_kernel = getattr(stacked, "use_kernel", None)
-    if use_kernel is None:
-        raise RuntimeError(f"tfd_sweep.stacked offers no kernel switch; cannot select {kernel!r}")
-    return use_kernel(kernel)
+    train_group(grid_specs(task["batch_size"], 1, task["dtype"]), data, kernel=kernel)  # warm-up
+    for _ in range(repeats):
+        start = time.perf_counter()
+        train_group(grid_specs(task["batch_size"], 1, task["dtype"]), data, kernel=kernel)
+        short = time.perf_counter() - start
+        start = time.perf_counter()
+        results = train_group(grid_specs(task["batch_size"], 1 + timed, task["dtype"]), data,
+                              kernel=kernel)
+        long = time.perf_counter() - start
+        # A run that diverges at epoch e is still trained in epoch e.
+        run_epochs = sum(min(result.diverged_epoch or 1 + timed, 1 + timed) - 1 for result in results)
+        per_run_epoch.append((long - short) / max(run_epochs, 1))
+        statuses = [result.status for result in results]
+    return {"epoch_times": per_run_epoch, "group_size": 1, "statuses": statuses}
 
 
 def measure_torch(task, dataset) -> dict:
@@ -432,7 +423,7 @@ def find_variants(notes: list[str]) -> list[Variant]:
         notes.append(f"tfd_sweep.trainer not importable ({error}): its rows are missing.")
     try:
         import tfd_sweep.stacked as stacked
-        kernels = list(getattr(stacked, "KERNELS", ())) or [None]
+        kernels = [kernel for kernel in getattr(stacked, "KERNELS", ()) if kernel != "auto"] or [None]
         for dtype in ("float64", "float32"):
             for kernel in kernels:
                 suffix = f", {kernel} kernel" if kernel else ""
@@ -526,6 +517,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     args.argv = argv
+    args.load_before = os.getloadavg()[0]
     data_path = resolve_data_path(args.data)
     notes: list[str] = []
     started = time.perf_counter()
@@ -575,7 +567,7 @@ def main(argv=None) -> int:
     return 0
 
 
-LAUNCH_SEEDS = (1, 5, 20)  # x 20 eps x 5 momentum: sweeps of 100, 500 and 2000 runs
+LAUNCH_SEEDS = (1, 5)  # x 20 eps x 5 momentum: sweeps of 100 and 500 runs
 LAUNCH_TIMEOUT = 300.0  # seconds to wait for a sweep's first run to start
 
 
@@ -631,7 +623,7 @@ def measure_launch_scale(data_path: str | None, notes: list[str]) -> list[list[s
                     seen.append(line)
                     if checked is None and " checked " in line and " runs in " in line:
                         checked = line.split(" checked ", 1)[1].strip()
-                    if re.search(r"\] #\d+ start: ", line):
+                    if re.search(r" #\d+ start: ", line):
                         first_start = time.perf_counter() - start
                     elif process.poll() is not None and lines.empty():
                         break
@@ -707,7 +699,9 @@ def format_report(args, dataset, floors, variants, rows, notes, elapsed) -> str:
         "# tfd_sweep benchmark",
         "",
         f"- Command: `{command}` ({_format_seconds(elapsed)} in all)",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M')}",
+        f"- Date: {time.strftime('%Y-%m-%d %H:%M')}; load average (1 min) "
+        f"{args.load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end. Other "
+        "processes on the machine slow every row; compare rows of one run, not across runs.",
         f"- Machine: {machine_description()}",
         f"- Data: {dataset.name} ({'synthetic' if dataset.synthetic else 'real'}, {dataset.source}), "
         f"sizes {sizes}",
@@ -775,8 +769,8 @@ def _floor_grid(floors, sizes, dtype, num_processes) -> tuple[dict[int, float], 
 
 def _timing_section(floors, sizes, variants, rows) -> list[str]:
     lines = ["## Seconds per model-epoch", "",
-             "Milliseconds per model per epoch (stacked rows: the group's epoch time over its "
-             f"{GROUP_SIZE} runs), the projected full grid, and the grid's speed-up over the "
+             "Milliseconds per model per epoch (stacked rows: the group's epoch time over the "
+             "runs training in it), the projected full grid, and the grid's speed-up over the "
              "reference loop in the same setting and its ratio to the floor in the same setting.",
              ""]
     body = []
@@ -911,7 +905,7 @@ def _launch_section(launch_rows) -> list[str]:
     lines = ["## Launch scale", ""]
     if launch_rows is None:
         return lines + ["Not measured: tfd_sweep.launcher is not importable.", ""]
-    lines += ["Seconds from starting `python -m tfd_sweep -m ...` (20 eps x 5 momentum x 1, 5 or 20 "
+    lines += ["Seconds from starting `python -m tfd_sweep -m ...` (20 eps x 5 momentum x 1 or 5 "
               "seeds, 2 workers) until the first run starts training: Hydra's sweep expansion, "
               "every run's config composed and checked, the data loaded, every run directory "
               "prepared and the runs grouped. The launcher's own log line for the config checks "

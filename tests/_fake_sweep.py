@@ -95,11 +95,14 @@ def _override_text(key: str, value) -> str:
 
 def make_sweep(sweep_dir: Path, grid: dict[str, list], statuses: dict[int, str] | None = None,
                not_run: tuple[int, ...] = (), with_sweep_json: bool = True,
-               base: dict | None = None, dataset: dict | None = None) -> list[dict]:
+               base: dict | None = None, dataset: dict | None = None,
+               constant_overrides: tuple[str, ...] = ()) -> list[dict]:
     """Write a sweep over the product of `grid` (first key slowest) and return the jobs.
 
     `statuses` maps job numbers to diverged or failed; jobs in `not_run` get no run
-    directory. Returns [{"num", "dir", "overrides", "config"}] for every planned job.
+    directory. `constant_overrides` (such as "+sweep=hidden") are appended to every job's
+    overrides, as the launcher records them. Returns [{"num", "dir", "overrides", "config"}]
+    for every planned job.
     """
     import itertools
 
@@ -111,13 +114,14 @@ def make_sweep(sweep_dir: Path, grid: dict[str, list], statuses: dict[int, str] 
         config = json.loads(json.dumps(base or BASE_CONFIG))
         config.update(dict(zip(keys, values)))
         overrides = [_override_text(key, value) for key, value in zip(keys, values)]
+        overrides += list(constant_overrides)
         jobs.append({"num": num, "dir": str(num), "overrides": overrides, "config": config})
         if num not in not_run:
             write_run(sweep_dir / str(num), num, config, overrides,
                       statuses.get(num, metrics.STATUS_OK), dataset)
 
     sweep_overrides = [f"{key}={','.join(_override_text('', v)[1:] for v in grid[key])}"
-                       for key in keys]
+                       for key in keys] + list(constant_overrides)
     if with_sweep_json:
         info = {
             "command": "python -m tfd_sweep -m " + " ".join(f"'{o}'" for o in sweep_overrides),

@@ -14,11 +14,11 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from _fake_sweep import make_optimization_sweep, make_sweep
+from _fake_sweep import OPTIMIZATION_GRID, make_optimization_sweep, make_sweep
 from tfd_sweep import metrics, plots, tables
 from tfd_sweep.callbacks import ReportCallback
 from tfd_sweep.errors import UserError
-from tfd_sweep.report import build_report, main
+from tfd_sweep.report import build_report, format_cell, main
 from tfd_sweep.results import RESULT_COLUMNS, load_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def test_html_is_self_contained_with_title_and_sections(optimization_sweep):
     assert all(source.startswith("data:image/png;base64,") for source in sources)
     assert "ValueError: injected failure for the test" in html
     assert "Runs not run" in html
-    assert "eps=0.1 momentum=0.5" in html
+    assert "<td>eps=0.1, momentum=0.5</td>" in html
     assert "python -m tfd_sweep.reproduce" in html
 
 
@@ -190,6 +190,79 @@ def test_hidden_sweep_tables_and_plot(tmp_path):
     assert len(seeds) == 3
     assert seeds["valid_ce_std"].gt(0).all()
     assert (sweep_dir / "hidden_size.png").is_file()
+
+
+def test_architecture_table_counts_parameters(tmp_path):
+    sweep_dir = tmp_path / "s"
+    make_sweep(sweep_dir, {"num_hiddens": [[100, 100], [2, 2], [16, 32]]})
+    build_report(sweep_dir)
+    architecture = pd.read_csv(sweep_dir / "summary_architecture.csv")
+    assert list(architecture.columns[:3]) == ["num_hiddens", "n_params", "n_runs"]
+    assert architecture["n_params"].tolist() == [4637, 37655, 241307]
+    assert architecture["acc_gap"].tolist() == pytest.approx([0.1, 0.1, 0.1])
+    assert tables.count_parameters([16, 32]) == 2304 * 16 + 16 + 16 * 32 + 32 + 32 * 7 + 7
+
+
+def test_count_parameters_needs_two_sizes():
+    with pytest.raises(ValueError, match=r"num_hiddens='\[8\]': expected two hidden sizes"):
+        tables.count_parameters("[8]")
+
+
+def test_hidden_sweep_report_has_accuracy_curves(tmp_path):
+    sweep_dir = tmp_path / "s"
+    make_sweep(sweep_dir, {"num_hiddens": [[2, 2], [16, 32]]})
+    build_report(sweep_dir)
+    assert (sweep_dir / "accuracy_curves.png").is_file()
+    markdown = (sweep_dir / "report.md").read_text()
+    assert "![Train and validation accuracy per epoch, one panel per hidden size" in markdown
+    assert "(accuracy_curves.png)" in markdown
+
+
+def test_summary_cells_use_column_decimals(tmp_path):
+    sweep_dir = tmp_path / "s"
+    make_sweep(sweep_dir, {"num_hiddens": [[2, 2], [16, 32]]})
+    build_report(sweep_dir)
+    markdown = (sweep_dir / "report.md").read_text()
+    header = ("| num_hiddens | n_params | n_runs | n_ok | train_ce | train_acc | valid_ce | "
+              "valid_acc | acc_gap | test_ce | test_acc | best_epoch | best_valid_ce |")
+    assert header in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| [2, 2] | 4,637 |"))
+    # fake_valid_ce: 1 + 0.2 * |log10(0.01) + 1| + 0.3 * 0.9 + 0.3 / sqrt(4) = 1.62
+    assert row == ("| [2, 2] | 4,637 | 1 | 1 | 1.5200 | 0.700 | 1.6200 | 0.600 | 0.100 | "
+                   "1.6700 | 0.580 | 5 | 1.6200 |")
+
+
+@pytest.mark.parametrize("column, value, shown", [
+    ("best_epoch", 49.0, "49"),
+    ("best_epoch", 32.5, "32.5"),
+    ("n_runs", 3, "3"),
+    ("n_params", 241307, "241,307"),
+    ("valid_ce", 1.70734, "1.7073"),
+    ("valid_acc", 0.32219, "0.322"),
+    ("valid_acc_std", 0.0123, "0.012"),
+    ("valid_ce_mean", 1.70734, "1.7073"),
+    ("wall_time", 12.345, "12.3"),
+    ("eps", 0.001, "0.001"),
+    ("valid_ce", math.inf, "inf"),
+    ("valid_ce", math.nan, "—"),
+    ("diverged_epoch", pd.NA, "—"),
+])
+def test_format_cell_by_column(column, value, shown):
+    assert format_cell(column, value) == shown
+
+
+def test_runs_named_by_swept_keys_only(tmp_path):
+    sweep_dir = tmp_path / "s"
+    make_sweep(sweep_dir, OPTIMIZATION_GRID, statuses={4: "failed"}, not_run=(1,),
+               constant_overrides=("+sweep=hidden", "data.path=/data/faces.npz"))
+    build_report(sweep_dir)
+    html = (sweep_dir / "report.html").read_text()
+    markdown = (sweep_dir / "report.md").read_text()
+    assert "run 2 (eps=0.1, momentum=0.9) with valid_ce" in markdown
+    assert "| 4 | failed | eps=1, momentum=0.5 |" in markdown
+    assert "| 1 | eps=0.1, momentum=0.5 |" in markdown
+    assert "+sweep=hidden" not in html.split("<h2>Best run</h2>")[1]
+    assert "data.path=/data/faces.npz" not in markdown.split("## Best run")[1]
 
 
 def test_three_key_grid_heatmap_panels(tmp_path):

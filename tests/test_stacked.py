@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from _tiny_data import make_tiny_dataset
 
-from tfd_sweep import gradcheck, metrics, model, stacked, trainer
+from tfd_sweep import gradcheck, kernels, metrics, model, stacked, trainer
 
 KERNELS = ["numpy"] + (["numba"] if importlib.util.find_spec("numba") else [])
-# The numba kernel adds up the next sample's layer-1 output in its own order at batch size 1,
-# so its runs differ from train() by rounding that grows over the epochs.
-FLOAT64_RTOL = {"numpy": 1e-12, "numba": 1e-9}
+# The numba kernels add up their matrix products in their own order, so their runs differ from
+# train() by rounding that grows over the epochs.
+FLOAT64_RTOL = {"numpy": 1e-12, "numba": 1e-12}
 HYPERPARAMETERS = [(0.01, 0.0), (0.05, 0.9), (0.002, 0.5)]  # (eps, momentum) of the runs in a group
 
 
@@ -39,7 +39,8 @@ def assert_results_close(alone, group, rtol):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("batch_size", [1, 10, 100, -1])
+# 32 and 33 are the largest batch size of the per-run numba kernel and the smallest of BLAS.
+@pytest.mark.parametrize("batch_size", [1, 10, 32, 33, 100, -1])
 def test_group_equals_runs_alone_in_float64(batch_size, kernel):
     data = make_tiny_dataset(num_train=130, num_valid=30, num_test=20)  # batch 100 leaves a batch of 30
     specs = make_specs(batch_size)
@@ -64,75 +65,107 @@ def test_diverged_run_is_frozen_while_others_continue(kernel):
         assert_results_close(trainer.train(spec, data), result, rtol=FLOAT64_RTOL[kernel])
 
 
-def test_float32_group_close_to_runs_alone():
+@pytest.mark.parametrize("batch_size", [1, 10, 100])
+def test_float32_group_close_to_runs_alone(batch_size):
     data = make_tiny_dataset()
-    specs = make_specs(10, dtype="float32")
+    specs = make_specs(batch_size, dtype="float32")
     results = stacked.train_group(specs, data)
     for spec, result in zip(specs, results):
         assert result.params["W1"].dtype == np.float32
         assert_results_close(trainer.train(spec, data), result, rtol=1e-4)
 
 
+def compiled_kernels():
+    if "numba" not in KERNELS:
+        pytest.skip("numba is not installed")
+    return stacked.select_kernels("numba")
+
+
 def test_numba_update_rounds_as_numpy_update():
-    if "numba" not in KERNELS:
-        pytest.skip("numba is not installed")
+    compiled = compiled_kernels()
     rng = np.random.default_rng(0)
-    for num_samples in (1, 3):
-        W1T, V1 = rng.standard_normal((12, 20)), rng.standard_normal((12, 20))
-        dh1, xb = rng.standard_normal((num_samples, 12)), rng.uniform(size=(num_samples, 20))
-        eps_rows, momentum_rows = np.repeat([0.1, 0.01, 1.0], 4), np.repeat([0.9, 0.0, 0.5], 4)
-        expected_w, expected_v = W1T.copy(), V1.copy()
-        stacked._update_layer1_numpy(expected_w, expected_v, np.empty_like(W1T), dh1, xb, eps_rows, momentum_rows)
-        update = stacked.select_layer1_update("numba")
-        update(W1T, V1, np.empty_like(W1T), dh1, xb, eps_rows, momentum_rows)
-        np.testing.assert_array_equal(W1T, expected_w)
-        np.testing.assert_array_equal(V1, expected_v)
-
-
-def test_numba_update_computes_next_layer1_output():
-    if "numba" not in KERNELS:
-        pytest.skip("numba is not installed")
-    rng = np.random.default_rng(1)
     W1T, V1 = rng.standard_normal((12, 20)), rng.standard_normal((12, 20))
-    dh1, xb, x_next = rng.standard_normal((1, 12)), rng.uniform(size=(1, 20)), rng.uniform(size=20)
-    rows = np.full(12, 0.1)
-    a1_next = np.empty(12)
-    update = stacked.select_layer1_update("numba")
-    assert update(W1T, V1, np.empty_like(W1T), dh1, xb, rows, rows, x_next, a1_next)
-    np.testing.assert_allclose(a1_next, W1T @ x_next, rtol=1e-12)
-    assert not update(W1T, V1, np.empty_like(W1T), dh1, xb, rows, rows)
+    dh1, xb = rng.standard_normal((3, 12)), rng.uniform(size=(3, 20))
+    eps_rows, momentum_rows = np.repeat([0.1, 0.01, 1.0], 4), np.repeat([0.9, 0.0, 0.5], 4)
+    expected_w, expected_v = W1T.copy(), V1.copy()
+    stacked.update_layer1_numpy(expected_w, expected_v, np.empty_like(W1T), dh1, xb, eps_rows, momentum_rows)
+
+    compiled.update_layer1(W1T, V1, dh1.T @ xb, eps_rows, momentum_rows, np.finfo(float).tiny, 0.0)
+    np.testing.assert_array_equal(W1T, expected_w)
+    with_velocity = momentum_rows != 0  # runs with momentum 0 keep no velocity
+    np.testing.assert_array_equal(V1[with_velocity], expected_v[with_velocity])
 
 
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
 @pytest.mark.parametrize("num_samples", [1, 3])
-def test_numba_update_flushes_subnormal_velocities(num_samples):
-    if "numba" not in KERNELS:
-        pytest.skip("numba is not installed")
+def test_per_run_layer1_step_matches_numpy_update(num_samples, momentum):
+    compiled = compiled_kernels()
+    rng = np.random.default_rng(1)
+    W1, V1 = rng.standard_normal((6, 20)), rng.standard_normal((6, 20))
+    x = rng.uniform(size=(10, 20))
+    batch, next_batch = np.arange(num_samples), np.arange(5, 5 + num_samples)
+    dh1 = rng.standard_normal((num_samples, 6))
+    dh1[:, 2] = 0  # an inactive ReLU unit
+    eps_rows, momentum_rows = np.full(6, 0.1), np.full(6, momentum)
+    expected_w, expected_v = W1.copy(), V1.copy()
+    stacked.update_layer1_numpy(expected_w, expected_v, np.empty_like(W1), dh1, x[batch], eps_rows, momentum_rows)
+
+    a1_next = np.empty((num_samples, 6))
+    compiled.layer1_step(W1, V1, dh1, x, batch, next_batch, 0.1, momentum, 8, np.empty(8), a1_next,
+                         np.finfo(float).tiny, 0.0)
+    if num_samples == 1:  # one product per entry: rounds exactly as numpy
+        np.testing.assert_array_equal(W1, expected_w)
+    else:  # the batch sum adds in another order than BLAS
+        np.testing.assert_allclose(W1, expected_w, rtol=1e-14)
+    if momentum != 0:
+        np.testing.assert_allclose(V1, expected_v, rtol=1e-14, atol=1e-16)
+    np.testing.assert_allclose(a1_next, x[next_batch] @ W1.T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("momentum", [0.1, 0.0])
+def test_numba_update_flushes_subnormal_velocities(momentum):
+    compiled = compiled_kernels()
     tiny = np.finfo(np.float32).tiny
     W1T = np.full((4, 8), 0.5, np.float32)
     V1 = np.full((4, 8), 4 * tiny, np.float32)
-    dh1 = np.zeros((num_samples, 4), np.float32)
-    xb = np.ones((num_samples, 8), np.float32)
+    grad = np.full((4, 8), 4 * tiny, np.float32)
     rows = np.full(4, 0.1, np.float32)
-    update = stacked.select_layer1_update("numba")
-    update(W1T, V1, np.empty_like(W1T), dh1, xb, rows, rows)  # v = 0.1 * 4 tiny is subnormal
-    np.testing.assert_array_equal(V1, 0)
+    compiled.update_layer1(W1T, V1, grad, rows, np.full(4, momentum, np.float32), tiny, np.float32(0))
+    # v = momentum * 4 tiny - 0.1 * 4 tiny is subnormal, so it is flushed and w keeps its value.
+    if momentum != 0:
+        np.testing.assert_array_equal(V1, 0)
     np.testing.assert_array_equal(W1T, 0.5)
 
 
+def test_per_run_layer1_step_flushes_subnormal_velocities():
+    compiled = compiled_kernels()
+    tiny = np.float32(np.finfo(np.float32).tiny)
+    W1 = np.full((4, 8), 0.5, np.float32)
+    V1 = np.full((4, 8), 4 * tiny, np.float32)
+    x = np.ones((2, 8), np.float32)
+    dh1 = np.full((1, 4), 4 * tiny, np.float32)
+    a1_next = np.empty((1, 4), np.float32)
+    compiled.layer1_step(W1, V1, dh1, x, np.array([0]), np.array([1]), np.float32(0.1), np.float32(0.1), 8,
+                         np.empty(8, np.float32), a1_next, tiny, np.float32(0))
+    np.testing.assert_array_equal(V1, 0)
+    np.testing.assert_array_equal(W1, 0.5)
+    np.testing.assert_array_equal(a1_next, 4.0)
+
+
 def test_auto_kernel_falls_back_to_numpy_without_numba(monkeypatch):
-    stacked._numba_layer1_update.cache_clear()
+    kernels.load_kernels.cache_clear()
     monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
     try:
-        assert stacked.select_layer1_update("auto") is stacked._update_layer1_numpy
+        assert stacked.select_kernels("auto") is None
         with pytest.raises(ImportError):
-            stacked.select_layer1_update("numba")
+            stacked.select_kernels("numba")
     finally:
-        stacked._numba_layer1_update.cache_clear()
+        kernels.load_kernels.cache_clear()
 
 
 def test_rejects_unknown_kernel():
     with pytest.raises(ValueError, match=r"kernel == 'cuda', must be one of \('auto', 'numpy', 'numba'\)"):
-        stacked.select_layer1_update("cuda")
+        stacked.select_kernels("cuda")
 
 
 def test_rejects_runs_of_different_groups():

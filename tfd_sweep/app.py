@@ -154,7 +154,9 @@ def check_output_location(argv: list[str]) -> Path | None:
     fixed = value.split("${", 1)[0]
     if "${" in value:
         fixed = fixed.rpartition("/")[0]  # a partly written name such as "run_${now:...}" is not checked
-    directory = Path(fixed or ".")
+    if not fixed:
+        return None  # the name starts with an interpolation such as ${oc.env:HOME}: Hydra resolves it
+    directory = Path(fixed)
     try:
         runfiles.check_writable(directory)
     except UserError as exc:

@@ -31,6 +31,15 @@ class WorkerDiedError(RuntimeError):
     """The process training a run ended before the run finished (killed by a signal, out of memory)."""
 
 
+def run_label(overrides: Sequence[str], swept: Sequence[str]) -> str:
+    """Return a run's overrides of the swept keys, such as "eps=0.1 momentum=0.9", for log lines.
+
+    A sweep without swept keys (one run) shows every override.
+    """
+    shown = [o for o in overrides if o.partition("=")[0].lstrip("+~") in swept]
+    return " ".join(shown or overrides)
+
+
 def run_indexed(index: int, task: Any) -> tuple[int, list[dict[str, Any]]]:
     """Worker entry point: train group `index` and return its index with the run summaries."""
     from tfd_sweep.worker import run_group
@@ -142,8 +151,11 @@ def parallel_backend(settings: dict[str, Any], n_workers: int) -> Iterator[Any]:
 
 
 def dispatch(groups: Sequence[Group], tasks: Sequence[Any], settings: dict[str, Any], n_workers: int,
-             interval: float) -> dict[int, dict[str, Any]]:
-    """Train every group; return a summary per run number. Stops early after max_failures failures."""
+             interval: float, swept: Sequence[str] = ()) -> dict[int, dict[str, Any]]:
+    """Train every group; return a summary per run number. Stops early after max_failures failures.
+
+    Log lines name each run by its overrides of the swept keys.
+    """
     from joblib import delayed
 
     total_cost = sum(group.cost for group in groups)
@@ -171,7 +183,7 @@ def dispatch(groups: Sequence[Group], tasks: Sequence[Any], settings: dict[str, 
                             return
                         watch.dispatched(index)
                         for job in groups[index].jobs:
-                            say(logging.INFO, "#%d start: %s%s", job.num, " ".join(job.overrides),
+                            say(logging.INFO, "#%d start: %s%s", job.num, run_label(job.overrides, swept),
                                 f" (stacked, group of {len(groups[index].jobs)})" if len(groups[index].jobs) > 1 else "")
                         with lock:
                             progress.started(len(groups[index].jobs))
@@ -185,7 +197,7 @@ def dispatch(groups: Sequence[Group], tasks: Sequence[Any], settings: dict[str, 
                         for summary in results:
                             summaries[summary["num"]] = summary
                             failed += summary["status"] == STATUS_FAILED
-                            say(*_end_line(summary, groups[index]))
+                            say(*_end_line(summary, groups[index], swept))
                         with lock:
                             progress.finished(len(results), failed, groups[index].cost)
                         state["failures"] += failed
@@ -199,7 +211,7 @@ def dispatch(groups: Sequence[Group], tasks: Sequence[Any], settings: dict[str, 
                     progress.close()
                     raise
                 except Exception as exc:  # noqa: BLE001 - a worker died or the cluster failed
-                    lost = _handle_pool_failure(exc, watch, groups, tasks, pending, summaries, say)
+                    lost = _handle_pool_failure(exc, watch, groups, tasks, pending, summaries, say, swept)
                     with lock:
                         progress.finished(lost, lost, 0.0)
                         progress.running = 0
@@ -211,10 +223,10 @@ def dispatch(groups: Sequence[Group], tasks: Sequence[Any], settings: dict[str, 
     return summaries
 
 
-def _end_line(summary: dict[str, Any], group: Group) -> tuple[Any, ...]:
+def _end_line(summary: dict[str, Any], group: Group, swept: Sequence[str]) -> tuple[Any, ...]:
     """Return the log level, format and arguments of a run's end line."""
     job = next(j for j in group.jobs if j.num == summary["num"])
-    overrides = " ".join(job.overrides)
+    overrides = run_label(job.overrides, swept)
     num = job.num
     if summary["status"] == STATUS_FAILED:
         return logging.ERROR, "#%d failed: %s: %s", num, overrides, summary["error"]
@@ -229,7 +241,8 @@ def _end_line(summary: dict[str, Any], group: Group) -> tuple[Any, ...]:
 
 
 def _handle_pool_failure(exc: Exception, watch: WorkerDeathWatch, groups: Sequence[Group], tasks: Sequence[Any],
-                         pending: list[int], summaries: dict[int, dict[str, Any]], say: Any) -> int:
+                         pending: list[int], summaries: dict[int, dict[str, Any]], say: Any,
+                         swept: Sequence[str]) -> int:
     """Record the runs lost with a dead worker as failed; leave the other in-flight runs pending."""
     import datetime as dt
 
@@ -258,7 +271,7 @@ def _handle_pool_failure(exc: Exception, watch: WorkerDeathWatch, groups: Sequen
             (Path(run.run_dir) / RUNNING_MARKER).unlink(missing_ok=True)
             runfiles.remove_temporary_files(Path(run.run_dir))
             summaries[run.num] = summarize(run.num, record)
-            say(logging.ERROR, "#%d failed: %s: %s", run.num, " ".join(run.overrides), record["error"])
+            say(logging.ERROR, "#%d failed: %s: %s", run.num, run_label(run.overrides, swept), record["error"])
             lost += 1
         pending.remove(index)
     return lost

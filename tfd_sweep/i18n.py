@@ -24,7 +24,7 @@ ENGLISH = {
     "swept_keys": "Swept keys",
     "none": "none",
     "best_heading": "Best run",
-    "best_text": "Best run by {metric} ({mode}): run {job_num} ({overrides}) with "
+    "best_text": "Best run by {metric} ({mode}): run {job_num} ({config}) with "
                  "{metric} = {value}. Diverged, failed and non-finite runs are never chosen.",
     "best_none": "No run finished with status ok and a finite {metric}, so there is no best run.",
     "best_command": "Train this configuration again with:",
@@ -32,8 +32,10 @@ ENGLISH = {
     "tables_heading": "Summary tables",
     "table_optimization": "valid_ce by learning rate eps (rows) and momentum (columns), "
                           "batch_size = {batch_size}. Cells without an ok run show its status.",
-    "table_architecture": "Final metrics by hidden size (mean over the finished runs; "
-                          "n_ok = runs with status ok)",
+    "table_architecture": "Final metrics by hidden size (mean over the finished runs). "
+                          "n_params = trainable parameters, n_ok = runs with status ok, "
+                          "acc_gap = train_acc - valid_acc, best_epoch = epoch with the "
+                          "lowest valid_ce",
     "table_seeds": "Runs that differ only by seed: mean and standard deviation over the "
                    "finite values",
     "table_by_key": "Final metrics by {key} (mean over the finished runs)",
@@ -41,9 +43,17 @@ ENGLISH = {
     "ranking_text": "Diverged, failed, non-finite and not-run rows come last, without a rank.",
     "plots_heading": "Plots",
     "plot_heatmap": "{metric} over {y_key} and {x_key}",
-    "plot_curves": "Learning curves: cross-entropy per epoch",
-    "plot_metric_vs": "Final metrics against {key}",
+    "plot_curves": "Learning curves: validation (left) and train (right) cross-entropy per "
+                   "epoch",
+    "roles_colour": "colour: {keys}",
+    "roles_style": "line style: {key}",
+    "roles_rows": "one row per {key}",
+    "plot_metric_vs": "Final metrics of the ok runs against {key}; with many runs, the mean "
+                      "over the other swept keys with a band from minimum to maximum",
     "plot_hidden": "Train and validation accuracy and cross-entropy against hidden size",
+    "plot_accuracy_curves": "Train and validation accuracy per epoch, one panel per hidden "
+                            "size with its number of parameters; the dotted line marks the "
+                            "epoch with the lowest valid_ce",
     "failures_heading": "Failed and diverged runs",
     "failures_none": "No run failed or diverged.",
     "not_run_heading": "Runs not run",
@@ -56,7 +66,7 @@ ENGLISH = {
                  "python -m tfd_sweep.report {sweep_dir}",
     "column_run": "run",
     "column_status": "status",
-    "column_overrides": "overrides",
+    "column_config": "swept values",
     "column_error": "error",
     "column_traceback": "traceback",
     "column_diverged_epoch": "diverged_epoch",
@@ -77,7 +87,7 @@ KOREAN = {
     "swept_keys": "스윕한 키",
     "none": "없음",
     "best_heading": "최적 실행",
-    "best_text": "{metric} ({mode}) 기준 최적 실행: 실행 {job_num} ({overrides}), "
+    "best_text": "{metric} ({mode}) 기준 최적 실행: 실행 {job_num} ({config}), "
                  "{metric} = {value}. diverged, failed 또는 유한하지 않은 값의 실행은 "
                  "선택하지 않습니다.",
     "best_none": "status가 ok이고 {metric}이 유한한 실행이 없어 최적 실행이 없습니다.",
@@ -86,16 +96,24 @@ KOREAN = {
     "tables_heading": "요약 표",
     "table_optimization": "learning rate eps(행)와 momentum(열)별 valid_ce, "
                           "batch_size = {batch_size}. ok 실행이 없는 칸에는 상태를 표시합니다.",
-    "table_architecture": "은닉층 크기별 최종 지표 (완료된 실행의 평균, n_ok = status가 ok인 실행 수)",
+    "table_architecture": "은닉층 크기별 최종 지표 (완료된 실행의 평균). n_params = 학습 가능한 "
+                          "파라미터 수, n_ok = status가 ok인 실행 수, acc_gap = train_acc - "
+                          "valid_acc, best_epoch = valid_ce가 가장 낮은 에폭",
     "table_seeds": "seed만 다른 실행들: 유한한 값의 평균과 표준편차",
     "table_by_key": "{key}별 최종 지표 (완료된 실행의 평균)",
     "ranking_heading": "{metric} ({mode}) 기준 순위",
     "ranking_text": "diverged, failed, 유한하지 않은 값, 실행되지 않은 행은 순위 없이 맨 뒤에 둡니다.",
     "plots_heading": "그래프",
     "plot_heatmap": "{y_key}와 {x_key}에 따른 {metric}",
-    "plot_curves": "학습 곡선: 에폭별 cross-entropy",
-    "plot_metric_vs": "{key}에 따른 최종 지표",
+    "plot_curves": "학습 곡선: 에폭별 검증(왼쪽)과 학습(오른쪽) cross-entropy",
+    "roles_colour": "색: {keys}",
+    "roles_style": "선 종류: {key}",
+    "roles_rows": "{key}마다 한 행",
+    "plot_metric_vs": "{key}에 따른 ok 실행의 최종 지표. 실행이 많으면 다른 스윕 키에 대한 "
+                      "평균과 최솟값~최댓값 띠로 표시합니다",
     "plot_hidden": "은닉층 크기에 따른 학습/검증 accuracy와 cross-entropy",
+    "plot_accuracy_curves": "에폭별 학습/검증 accuracy. 은닉층 크기마다 한 패널이며 파라미터 수를 "
+                            "함께 표시합니다. 점선은 valid_ce가 가장 낮은 에폭입니다",
     "failures_heading": "실패하거나 발산한 실행",
     "failures_none": "실패하거나 발산한 실행이 없습니다.",
     "not_run_heading": "실행되지 않은 실행",
@@ -107,7 +125,7 @@ KOREAN = {
                  "python -m tfd_sweep.report {sweep_dir}",
     "column_run": "실행",
     "column_status": "상태",
-    "column_overrides": "오버라이드",
+    "column_config": "스윕한 값",
     "column_error": "오류",
     "column_traceback": "traceback",
     "column_diverged_epoch": "diverged_epoch",

@@ -33,7 +33,8 @@ from tfd_sweep.progress import SweepProgress
 log = logging.getLogger("tfd_sweep.launcher")
 
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+EXIT_TERMINATED = 143   # 128 + SIGTERM
 LOCK_FILE = ".sweep.lock"
 
 
@@ -201,8 +202,8 @@ class SweepLock:
     """An exclusive lock on a file in the sweep directory, so two sweeps never write into one directory.
 
     The lock is an flock(2) lock, which the kernel releases when its process ends, however it
-    ends, so a killed sweep never leaves a stale lock. The file holds the owner's process id,
-    for the error message only.
+    ends, so a killed sweep leaves at most an unlocked file behind. The file contains the
+    owner's process id, used only in the error message.
     """
 
     def __init__(self, sweep_dir: Path) -> None:
@@ -351,25 +352,57 @@ def make_group_task(group: Group, sweep_dir: Path, plain_by_num: dict[int, dict[
                      save_weights=save_weights)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a sweep (kill, a batch system's time limit): handled like Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def run_dispatch(groups: Sequence[Group], tasks: Sequence[Any], settings: dict[str, Any], n_workers: int,
                  jobs: Sequence[Job], reused: dict[int, Any], sweep_dir: Path) -> dict[int, dict[str, Any]]:
-    """Dispatch the groups; on Ctrl-C keep what finished, write the partial report and exit."""
+    """Dispatch the groups; on Ctrl-C or SIGTERM keep what finished, write the partial report and exit.
+
+    Without the SIGTERM handler the main process would die at once and leave its workers
+    training on, unseen, into the sweep directory.
+    """
+    import signal
+    import threading
+
     from tfd_sweep.dispatch import dispatch
 
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return dispatch(groups, tasks, settings, n_workers, float(settings["progress_interval"]))
-    except KeyboardInterrupt:
-        from tfd_sweep.runfiles import read_result
+        return dispatch(groups, tasks, settings, n_workers, float(settings["progress_interval"]),
+                        swept=swept_keys([job.overrides for job in jobs]))
+    except KeyboardInterrupt as exc:
+        stopped_by = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        _stop_interrupted(jobs, sweep_dir, stopped_by)
+        sys.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
-        finished = [job for job in jobs if read_result(sweep_dir / job.subdir) is not None]
-        missing = [job for job in jobs if job not in finished]
-        for job in missing:
-            clear_unfinished_run(sweep_dir / job.subdir)  # its worker was stopped with the pool
-        log.error("interrupted: %d of %d runs finished and are kept; %d did not run: %s", len(finished), len(jobs),
-                  len(missing), ", ".join(f"#{job.num}" for job in missing[:20]) + (" ..." if len(missing) > 20 else ""))
+
+def _stop_interrupted(jobs: Sequence[Job], sweep_dir: Path, stopped_by: str) -> None:
+    """Log what an interrupted sweep kept and left, and write its partial report."""
+    from tfd_sweep.runfiles import read_result
+
+    finished = [job for job in jobs if read_result(sweep_dir / job.subdir) is not None]
+    missing = [job for job in jobs if job not in finished]
+    for job in missing:
+        clear_unfinished_run(sweep_dir / job.subdir)  # its worker was stopped with the pool
+    log.error("interrupted by %s: %d of %d runs finished and are kept; %d did not run: %s", stopped_by,
+              len(finished), len(jobs), len(missing),
+              ", ".join(f"#{job.num}" for job in missing[:20]) + (" ..." if len(missing) > 20 else ""))
+    try:
         _write_partial_report(sweep_dir)
-        log.error("to finish the sweep, run the same command again with hydra.sweep.dir=%s", sweep_dir)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        log.error("partial report skipped; rebuild it with: python -m tfd_sweep.report %s", sweep_dir)
+    log.error("to finish the sweep, run the same command again with hydra.sweep.dir=%s", sweep_dir)
 
 
 def _write_partial_report(sweep_dir: Path) -> None:
@@ -386,6 +419,9 @@ def _write_partial_report(sweep_dir: Path) -> None:
 
 
 def log_summary(jobs: Sequence[Job], summaries: dict[int, dict[str, Any]], dataset: Any) -> None:
+    from tfd_sweep.dispatch import run_label
+
+    swept = swept_keys([job.overrides for job in jobs])
     counts = Counter(summary["status"] for summary in summaries.values())
     not_run = len(jobs) - len(summaries)
     log.info("sweep finished: %d ok, %d diverged, %d failed%s", counts.get("ok", 0), counts.get(STATUS_DIVERGED, 0),
@@ -393,7 +429,7 @@ def log_summary(jobs: Sequence[Job], summaries: dict[int, dict[str, Any]], datas
     for job in jobs:
         summary = summaries.get(job.num)
         if summary is not None and summary["status"] == STATUS_FAILED:
-            log.error("  failed #%d %s: %s", job.num, " ".join(job.overrides), summary["error"])
+            log.error("  failed #%d %s: %s", job.num, run_label(job.overrides, swept), summary["error"])
     if dataset.synthetic:
         log.warning("These runs trained on the built-in synthetic faces, not the course data. "
                     "Point data.path at toronto_face.npz for real results.")

@@ -44,7 +44,7 @@ def field_types() -> dict[str, Any]:
 
 
 def is_multirun(argv: Iterable[str]) -> bool:
-    """Return True when a command line asks for a sweep (-m or --multirun)."""
+    """Return True when a command line requests a sweep (-m or --multirun)."""
     return any(arg in MULTIRUN_FLAGS for arg in argv)
 
 

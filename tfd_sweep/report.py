@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tfd_sweep import __version__, i18n, metrics, plots, tables
@@ -35,6 +36,12 @@ BEST_CONFIG = "best_config.yaml"
 BEST_COMMAND = "best_command.txt"
 # Hyperparameter columns formatted with %g (0.001) rather than as metrics (1.2345).
 HYPERPARAMETER_COLUMNS = set(metrics.HYPERPARAMETERS) | {"max_ce", "hidden1", "hidden2"}
+# Columns of counts, epochs and whole-number settings, shown without decimals.
+INTEGER_COLUMNS = {"job_num", "rank", "n_runs", "n_ok", "n_finite", "n_params", "best_epoch",
+                   "epochs_run", "diverged_epoch", "hidden1", "hidden2", "batch_size",
+                   "num_epochs", "seed"}
+# Integer columns large enough to need thousands separators.
+THOUSANDS_COLUMNS = {"n_params"}
 
 
 @dataclass
@@ -137,12 +144,10 @@ def make_figures(sweep: Sweep, text: dict, metric: str) -> list[Figure]:
         figures.append(Figure(path, caption))
 
     if not sweep.history.empty:
-        panel_key = None
-        if len(grid_keys) >= 2:
-            panel_key = "batch_size" if "batch_size" in grid_keys else grid_keys[0]
         path = plots.plot_learning_curves(results, sweep.history, swept, out / "learning_curves.png",
-                                          f"{dataset}: cross-entropy per epoch", panel_key=panel_key)
-        figures.append(Figure(path, text["plot_curves"]))
+                                          f"{dataset}: cross-entropy per epoch")
+        roles = plots.curve_roles(results, swept)
+        figures.append(Figure(path, _curves_caption(roles, text)))
 
     for key in grid_keys:
         if key in ("num_hiddens", "dtype"):
@@ -156,7 +161,23 @@ def make_figures(sweep: Sweep, text: dict, metric: str) -> list[Figure]:
         path = plots.plot_hidden_size(results, out / "hidden_size.png",
                                       f"{dataset}: accuracy and cross-entropy against num_hiddens")
         figures.append(Figure(path, text["plot_hidden"]))
+        if not sweep.history.empty:
+            path = plots.plot_accuracy_curves(
+                results, sweep.history, swept, out / "accuracy_curves.png",
+                f"{dataset}: train and validation accuracy per epoch by hidden size")
+            figures.append(Figure(path, text["plot_accuracy_curves"]))
     return figures
+
+
+def _curves_caption(roles: plots.CurveRoles, text: dict) -> str:
+    parts = [text["plot_curves"]]
+    if roles.colour_keys:
+        parts.append(text["roles_colour"].format(keys=", ".join(roles.colour_keys)))
+    if roles.style_key:
+        parts.append(text["roles_style"].format(key=roles.style_key))
+    if roles.panel_key:
+        parts.append(text["roles_rows"].format(key=roles.panel_key))
+    return "; ".join(parts)
 
 
 def _heatmap_axes(grid_keys: list[str]) -> tuple[str, str]:
@@ -223,18 +244,46 @@ def _quote(text: str) -> str:
     return shlex.quote(text)
 
 
+def column_decimals(column: str) -> int:
+    """Return the decimals shown for a float column: ce 4, acc 3, wall_time 1, others 4.
+
+    Seed summaries name their columns <metric>_mean and <metric>_std; those take the
+    decimals of <metric>.
+    """
+    base = column.removesuffix("_mean").removesuffix("_std")
+    if base.endswith("_acc") or base == "acc_gap":
+        return 3
+    if base == "wall_time":
+        return 1
+    return 4
+
+
 def format_cell(column: str, value) -> str:
-    """Format one table cell: missing and non-finite as "—", metrics with 4 decimals."""
+    """Format one table cell for the report.
+
+    Missing and NaN cells show "—". Count and epoch columns (INTEGER_COLUMNS) show whole
+    numbers, or one decimal for a mean that is not whole. Hyperparameters use %g, and
+    metrics the decimals of column_decimals.
+    """
     if value is None or value is pd.NA:
         return "—"
-    if isinstance(value, float):
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}" if column in THOUSANDS_COLUMNS else str(int(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
         if math.isnan(value):
             return "—"
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
-        if column in HYPERPARAMETER_COLUMNS or column.startswith("n_"):
+        if column in INTEGER_COLUMNS:
+            if value.is_integer():
+                return format_cell(column, int(value))
+            return f"{value:.1f}"
+        if column in HYPERPARAMETER_COLUMNS:
             return f"{value:g}"
-        return f"{value:.4f}"
+        return f"{value:.{column_decimals(column)}f}"
     return str(value)
 
 
@@ -260,15 +309,26 @@ def _summary_caption(table, text: dict) -> str:
     return text[key].format(**table.detail)
 
 
+def run_label(row: pd.Series, swept_keys) -> str:
+    """Name a run by its swept values ("eps=0.1, momentum=0.9"), not its full override list.
+
+    Constant overrides such as data.path or +sweep=hidden are the same for every run and
+    left out. Without swept keys, the run's overrides are returned.
+    """
+    keys = [key for key in swept_keys if key in row.index]
+    if not keys:
+        return str(row.get("overrides") or "—")
+    return ", ".join(f"{key}={plots.format_value(row[key])}" for key in keys)
+
+
 def _failure_rows(context: _Context) -> pd.DataFrame:
     results = context.sweep.results
-    bad = results[results["status"].isin([metrics.STATUS_FAILED, metrics.STATUS_DIVERGED])]
-    return bad[["job_num", "status", "overrides", "diverged_epoch", "error", "run_dir"]]
+    return results[results["status"].isin([metrics.STATUS_FAILED, metrics.STATUS_DIVERGED])]
 
 
 def _not_run_rows(context: _Context) -> pd.DataFrame:
     results = context.sweep.results
-    return results[results["status"] == STATUS_NOT_RUN][["job_num", "overrides"]]
+    return results[results["status"] == STATUS_NOT_RUN]
 
 
 def _counts_line(context: _Context) -> str:
@@ -285,7 +345,7 @@ def _best_line(context: _Context) -> str:
         return context.text["best_none"].format(metric=context.metric)
     return context.text["best_text"].format(
         metric=context.metric, mode=context.mode, job_num=int(best["job_num"]),
-        overrides=best["overrides"] or "-", value=f"{best[context.metric]:.6g}")
+        config=run_label(best, context.sweep.swept_keys), value=f"{best[context.metric]:.6g}")
 
 
 def render_html(context: _Context) -> str:
@@ -338,7 +398,7 @@ def render_html(context: _Context) -> str:
     if failures.empty:
         parts.append(f"<p>{esc(text['failures_none'])}</p>")
     else:
-        parts.append(_html_table(_failure_display(failures, text)))
+        parts.append(_html_table(_failure_display(failures, text, sweep.swept_keys)))
 
     parts.append(f"<h2>{esc(text['not_run_heading'])}</h2>")
     not_run = _not_run_rows(context)
@@ -346,7 +406,7 @@ def render_html(context: _Context) -> str:
         parts.append(f"<p>{esc(text['not_run_none'])}</p>")
     else:
         parts.append(f"<p>{esc(text['not_run_text'])}</p>")
-        parts.append(_html_table(_not_run_display(not_run, text)))
+        parts.append(_html_table(_not_run_display(not_run, text, sweep.swept_keys)))
 
     parts.append(f"<h2>{esc(text['files_heading'])}</h2><ul>")
     for path in [sweep.sweep_dir / RESULTS_CSV, sweep.sweep_dir / HISTORY_CSV] + [
@@ -359,11 +419,11 @@ def render_html(context: _Context) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _failure_display(failures: pd.DataFrame, text: dict) -> pd.DataFrame:
+def _failure_display(failures: pd.DataFrame, text: dict, swept_keys) -> pd.DataFrame:
     shown = pd.DataFrame({
         text["column_run"]: failures["job_num"].astype(str),
         text["column_status"]: failures["status"],
-        text["column_overrides"]: failures["overrides"].fillna(""),
+        text["column_config"]: [run_label(row, swept_keys) for _, row in failures.iterrows()],
         text["column_diverged_epoch"]: [format_cell("diverged_epoch", v) for v in failures["diverged_epoch"]],
         text["column_error"]: failures["error"].fillna("—"),
         text["column_traceback"]: [
@@ -374,9 +434,10 @@ def _failure_display(failures: pd.DataFrame, text: dict) -> pd.DataFrame:
     return shown
 
 
-def _not_run_display(not_run: pd.DataFrame, text: dict) -> pd.DataFrame:
+def _not_run_display(not_run: pd.DataFrame, text: dict, swept_keys) -> pd.DataFrame:
     return pd.DataFrame({text["column_run"]: not_run["job_num"].astype(str),
-                         text["column_overrides"]: not_run["overrides"].fillna("")})
+                         text["column_config"]: [run_label(row, swept_keys)
+                                                 for _, row in not_run.iterrows()]})
 
 
 def _html_table(frame: pd.DataFrame) -> str:
@@ -415,13 +476,13 @@ def render_markdown(context: _Context) -> str:
     lines += [f"## {text['failures_heading']}", ""]
     failures = _failure_rows(context)
     lines += [text["failures_none"] if failures.empty
-              else markdown_table(_failure_display(failures, text)), ""]
+              else markdown_table(_failure_display(failures, text, sweep.swept_keys)), ""]
     lines += [f"## {text['not_run_heading']}", ""]
     not_run = _not_run_rows(context)
     if not_run.empty:
         lines += [text["not_run_none"], ""]
     else:
-        lines += [text["not_run_text"], "", markdown_table(_not_run_display(not_run, text)), ""]
+        lines += [text["not_run_text"], "", markdown_table(_not_run_display(not_run, text, sweep.swept_keys)), ""]
     lines += ["---", "", text["generated"].format(version=__version__,
                                                    sweep_dir=_quote(str(sweep.sweep_dir))), ""]
     return "\n".join(lines)

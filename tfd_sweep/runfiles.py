@@ -50,8 +50,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         tmp = Path(name)
-        # mkstemp creates the file readable by its owner only; give it the mode that open()
-        # would, so that results in a shared directory stay readable by the group.
+        # mkstemp creates the file readable by its owner only. Give it the mode that open()
+        # would, because results in a shared directory must stay readable by the group.
         os.fchmod(fd, 0o666 & ~_umask())
         os.close(fd)
         write(tmp)

@@ -17,13 +17,13 @@ epoch, and the others continue.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
-from tfd_sweep import gradcheck, metrics, model, optim
+from tfd_sweep import gradcheck, kernels, metrics, model, optim
 from tfd_sweep.trainer import (
     RunResult,
     RunSpec,
@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 KERNELS = ("auto", "numpy", "numba")
 NUMPY_BLOCK_BYTES = 256 * 1024  # bytes per array in one row block of the numpy layer-1 update
+# Up to this batch size the numba kernels train the runs one at a time, each with its layer-1
+# weights in cache (see tfd_sweep.kernels); above it, all runs step together through BLAS.
+PER_RUN_MAX_BATCH = 32
 
 
 def train_group(specs: list[RunSpec], data, on_run_end=None, kernel: str = "auto") -> list[RunResult]:
@@ -55,7 +58,7 @@ def train_group(specs: list[RunSpec], data, on_run_end=None, kernel: str = "auto
     """
     start_time = time.perf_counter()
     _check_same_group(specs)
-    update_kernel = select_layer1_update(kernel)
+    compiled = select_kernels(kernel)
     first = specs[0]
     data = as_dtype(data, first.dtype)
     rng = np.random.default_rng(first.seed)
@@ -83,7 +86,7 @@ def train_group(specs: list[RunSpec], data, on_run_end=None, kernel: str = "auto
 
     num_train = data.x_train.shape[0]
     batch_size = effective_batch_size(first.batch_size, num_train)
-    stack = _Stack(params, [specs[i] for i in active], batch_size, update_kernel)
+    stack = _Stack(params, [specs[i] for i in active], batch_size, compiled)
     rows: dict[int, list[dict]] = {index: [] for index in active}
     time_share = {index: 0.0 for index in active}
     setup_time = time.perf_counter() - start_time
@@ -126,33 +129,30 @@ def train_group(specs: list[RunSpec], data, on_run_end=None, kernel: str = "auto
     return results
 
 
-def select_layer1_update(kernel: str = "auto"):
-    """Return the function that updates the stacked layer-1 weights W1T and velocities V1.
+def select_kernels(kernel: str = "auto") -> SimpleNamespace | None:
+    """Return the compiled kernels of `tfd_sweep.kernels` for `kernel`, or None for numpy.
 
-    "numpy" is the reference. "numba" fuses the update into one pass over W1T and V1. At batch
-    size 1 it also builds the rank-1 gradient on the fly, and computes the next sample's layer-1
-    output while each updated row is in cache. That sum adds in another order than BLAS, so
-    numba results differ from numpy's by rounding. "auto" picks numba when it imports. Both
-    kernels round the update itself as `v = momentum * v - eps * grad; w = w + v`, and flush
-    subnormal velocities to zero as `tfd_sweep.optim.flush_subnormals` does.
+    "numpy" (None) is the readable reference. "numba" raises ImportError without numba;
+    "auto" picks numba when it imports and numpy otherwise.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel == {kernel!r}, must be one of {KERNELS}")
     if kernel == "numpy":
-        return _update_layer1_numpy
+        return None
     try:
-        return _numba_layer1_update()
+        return kernels.load_kernels()
     except ImportError:
         if kernel == "numba":
             raise
-        return _update_layer1_numpy
+        logger.debug("numba is not installed; stacked training uses the numpy kernel")
+        return None
 
 
-def _update_layer1_numpy(W1T, V1, dW1T, dh1, xb, eps_rows, momentum_rows, x_next=None, a1_next=None) -> bool:
+def update_layer1_numpy(W1T, V1, dW1T, dh1, xb, eps_rows, momentum_rows) -> None:
     """Update W1T, V1 (M*H1, D) in place from dh1 (N, M*H1) and xb (N, D), using dW1T as scratch.
 
-    Returns whether it also computed the next sample's layer-1 output `a1_next` =
-    W1T @ x_next. This kernel never does, but the numba kernel does at batch size 1.
+    eps_rows and momentum_rows (M*H1,) hold each row's run's hyperparameters. Rounds as
+    `tfd_sweep.trainer` does, including the flush of subnormal velocities.
     """
     if xb.shape[0] > 1:
         np.matmul(dh1.T, xb, out=dW1T)
@@ -171,64 +171,6 @@ def _update_layer1_numpy(W1T, V1, dW1T, dh1, xb, eps_rows, momentum_rows, x_next
         v -= grad
         optim.flush_subnormals(v, grad)
         w += v
-    return False
-
-
-@functools.lru_cache(maxsize=1)
-def _numba_layer1_update():
-    """Compile (once per process) and return the numba layer-1 update; raise ImportError without numba."""
-    import numba
-
-    # Both kernels flush velocities below the smallest normal number (`tiny`) to zero, for
-    # the reason given in `tfd_sweep.optim.flush_subnormals`.
-    @numba.njit(nogil=True)
-    def fused_update(W1T, V1, grad, eps_rows, momentum_rows, tiny, zero):
-        for r in range(W1T.shape[0]):
-            eps, momentum = eps_rows[r], momentum_rows[r]
-            w_row, v_row, grad_row = W1T[r], V1[r], grad[r]
-            for j in range(W1T.shape[1]):
-                v = momentum * v_row[j] - eps * grad_row[j]
-                if abs(v) < tiny:
-                    v = zero
-                v_row[j] = v
-                w_row[j] += v
-
-    # Only this dot product may reorder its additions (to use SIMD); the update keeps
-    # numpy's rounding because its function has no fastmath flags.
-    @numba.njit(nogil=True, fastmath={"reassoc", "nsz"})
-    def dot(a, b, zero):
-        total = zero  # typed as the arrays' dtype, so float32 sums stay in float32
-        for j in range(a.shape[0]):
-            total += a[j] * b[j]
-        return total
-
-    @numba.njit(nogil=True)
-    def rank1_update(W1T, V1, dh1_row, x_row, eps_rows, momentum_rows, x_next, a1_next, forward_next, tiny, zero):
-        for r in range(W1T.shape[0]):
-            eps, momentum, d = eps_rows[r], momentum_rows[r], dh1_row[r]
-            w_row, v_row = W1T[r], V1[r]
-            for j in range(W1T.shape[1]):
-                v = momentum * v_row[j] - eps * (d * x_row[j])
-                if abs(v) < tiny:
-                    v = zero
-                v_row[j] = v
-                w_row[j] += v
-            if forward_next:
-                a1_next[r] = dot(w_row, x_next, zero)  # the row is still in L1 cache
-
-    def update(W1T, V1, dW1T, dh1, xb, eps_rows, momentum_rows, x_next=None, a1_next=None) -> bool:
-        tiny, zero = np.finfo(W1T.dtype).tiny, W1T.dtype.type(0)
-        if xb.shape[0] == 1:
-            forward_next = x_next is not None
-            if not forward_next:
-                x_next, a1_next = xb[0], dh1[0]  # placeholders of the right types, not written
-            rank1_update(W1T, V1, dh1[0], xb[0], eps_rows, momentum_rows, x_next, a1_next, forward_next, tiny, zero)
-            return forward_next
-        np.matmul(dh1.T, xb, out=dW1T)
-        fused_update(W1T, V1, dW1T, eps_rows, momentum_rows, tiny, zero)
-        return False
-
-    return update
 
 
 def _run_result(stack, slot, rows, data, time_share, grad_check, spec, diverged_epoch) -> RunResult:
@@ -264,12 +206,14 @@ class _Stack:
     Shapes: M runs, N samples, D inputs, H1 and H2 hidden units, C classes.
     """
 
-    def __init__(self, params: dict[str, np.ndarray], specs: list[RunSpec], batch_size: int, update_kernel):
+    def __init__(self, params: dict[str, np.ndarray], specs: list[RunSpec], batch_size: int,
+                 compiled: SimpleNamespace | None):
         M = len(specs)
         dtype = params["W1"].dtype
         self.dtype = dtype
         self.batch_size = batch_size
-        self.update_kernel = update_kernel
+        self.compiled = compiled  # the kernels of tfd_sweep.kernels, or None for numpy
+        self.per_run = compiled is not None and batch_size <= PER_RUN_MAX_BATCH
         self.H1, self.H2 = params["W2"].shape
         self.C = params["W3"].shape[1]
 
@@ -302,8 +246,6 @@ class _Stack:
         self.row_max = np.empty((M, B), dtype)
         self.row_sum = np.empty((M, B), dtype)
         self.rows = np.arange(B)
-        self.a1_next = np.empty(M * H1, dtype)  # layer-1 output of the next sample, batch size 1 only
-        self.a1_ready = False
 
         # Per-run hyperparameters broadcast over each parameter's run axis.
         self.eps_rows = np.repeat(self.eps, H1)  # (M*H1,), one per row of W1T and entry of b1
@@ -334,20 +276,24 @@ class _Stack:
         num_samples = len(perm)
         total_ce = np.zeros(M)
         total_correct = np.zeros(M, dtype=np.int64)
+        if self.per_run:
+            self.compiled.train_epoch_per_run(
+                x, y, perm, self.batch_size, *self._weights(), *self.V, self.eps, self.momentum,
+                np.finfo(self.dtype).tiny, self.dtype.type(0), total_ce, total_correct,
+            )
+            return total_ce / num_samples, total_correct / num_samples
+
         for start in range(0, num_samples, self.batch_size):
             batch = perm[start : start + self.batch_size]
-            x_next = x[perm[start + 1]] if self.batch_size == 1 and start + 1 < num_samples else None
-            ce_sum, correct = self.step(x[batch], y[batch], x_next)
+            ce_sum, correct = self.step(x[batch], y[batch])
             total_ce += ce_sum
             total_correct += correct
         return total_ce / num_samples, total_correct / num_samples
 
-    def step(self, xb: np.ndarray, yb: np.ndarray, x_next: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Take one momentum step of every run on xb (N, D), yb (N,).
 
-        `x_next` (D,), the next single-sample batch, lets the numba kernel compute its layer-1
-        output during this step's update. Returns per-run summed cross-entropy and correct
-        predictions, both (M,).
+        Returns per-run summed cross-entropy and correct predictions, both (M,).
         """
         n = xb.shape[0]
         M, H1 = len(self.eps), self.H1
@@ -361,10 +307,7 @@ class _Stack:
         dh1_runs = dh1.reshape(n, M, H1).transpose(1, 0, 2)
 
         # Forward: layer 1 for all runs at once, layers 2 and 3 batched over runs.
-        if self.a1_ready:
-            h1[0] = self.a1_next
-        else:
-            np.matmul(xb, W1T.T, out=h1)
+        np.matmul(xb, W1T.T, out=h1)
         h1 += b1
         np.maximum(h1, 0, out=h1)
         np.matmul(h1_runs, W2, out=h2)
@@ -399,9 +342,12 @@ class _Stack:
         np.sum(dh1, axis=0, out=db1)
 
         # Momentum update v = momentum * v - eps * grad; w = w + v, with per-run eps and momentum.
-        self.a1_ready = self.update_kernel(
-            W1T, self.V[0], dW1T, dh1, xb, self.eps_rows, self.momentum_rows, x_next, self.a1_next
-        )
+        if self.compiled is None:
+            update_layer1_numpy(W1T, self.V[0], dW1T, dh1, xb, self.eps_rows, self.momentum_rows)
+        else:
+            np.matmul(dh1.T, xb, out=dW1T)
+            self.compiled.update_layer1(W1T, self.V[0], dW1T, self.eps_rows, self.momentum_rows,
+                                        np.finfo(self.dtype).tiny, self.dtype.type(0))
         for w, v, grad, eps, momentum in zip(
             self._weights()[1:], self.V[1:], self.grads[1:], self.eps_by_param[1:], self.momentum_by_param[1:]
         ):

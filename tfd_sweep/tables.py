@@ -15,6 +15,7 @@ import pandas as pd
 
 from tfd_sweep import metrics
 from tfd_sweep.errors import UserError
+from tfd_sweep.model import NUM_CLASSES, NUM_INPUTS
 from tfd_sweep.results import parse_num_hiddens
 
 MODES = ("min", "max")
@@ -134,11 +135,36 @@ def _optimization_tables(results: pd.DataFrame) -> list[SummaryTable]:
     return tables
 
 
+def count_parameters(num_hiddens) -> int:
+    """Return the trainable parameters of the MLP with hidden sizes [H1, H2] ("[16, 32]" or a list).
+
+    D*H1 + H1 + H1*H2 + H2 + H2*C + C, with D = NUM_INPUTS and C = NUM_CLASSES. Raises
+    ValueError unless there are exactly two hidden sizes.
+    """
+    sizes = parse_num_hiddens(num_hiddens) if isinstance(num_hiddens, str) else [int(s) for s in num_hiddens]
+    if len(sizes) != 2:
+        raise ValueError(f"num_hiddens={num_hiddens!r}: expected two hidden sizes [H1, H2]")
+    hidden1, hidden2 = sizes
+    return (NUM_INPUTS * hidden1 + hidden1 + hidden1 * hidden2 + hidden2
+            + hidden2 * NUM_CLASSES + NUM_CLASSES)
+
+
 def _architecture_table(results: pd.DataFrame, swept: Sequence[str]) -> SummaryTable:
+    """Return metrics by hidden size, with n_params and acc_gap (train_acc - valid_acc)."""
     keys = ["num_hiddens"] + [key for key in swept if key not in ("num_hiddens", "seed")]
     frame = _metrics_by(results, keys)
     frame = frame.sort_values(by="num_hiddens", key=lambda column: column.map(_total_units),
                               kind="stable").reset_index(drop=True)
+    n_params = []
+    for size in frame["num_hiddens"]:
+        try:
+            n_params.append(count_parameters(size))
+        except (TypeError, ValueError):
+            n_params.append(pd.NA)
+    frame.insert(1, "n_params", pd.array(n_params, dtype="Int64"))
+    # The gap between train and validation accuracy shows how much a size overfits.
+    frame.insert(frame.columns.get_loc("valid_acc") + 1, "acc_gap",
+                 frame["train_acc"] - frame["valid_acc"])
     return SummaryTable("architecture", "architecture", frame, {})
 
 

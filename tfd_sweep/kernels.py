@@ -1,0 +1,311 @@
+"""Compiled (numba) kernels of stacked training; `tfd_sweep.stacked` holds the numpy reference.
+
+Shapes: M runs, N samples, B samples per mini-batch, D inputs, H1 and H2 hidden units, C
+classes. The kernels work in place on the stacked arrays of `stacked._Stack`: W1T and its
+velocity V1 (M*H1, D) with run m's rows in [m*H1, (m+1)*H1), W2 (M, H1, H2), W3 (M, H2, C) and
+the biases b1 (M*H1,), b2 (M, H2), b3 (M, C).
+
+Why per-run epochs: at small batch sizes a step does little arithmetic but must read and write
+all of layer 1's weights and velocities. Stepping all runs together passes over M runs' W1T
+and V1 (8.8 MB for 15 runs of [16, 32] in float64) once per step, and that much falls out of
+the L2 cache, so each step streams it from memory. `train_epoch_per_run` instead trains one run
+at a time through the whole epoch. The run's W1T and V1 blocks (590 KB in float64) stay in L2,
+and within a step each row stays in L1 while the kernel updates it and computes the next
+mini-batch's layer-1 output from it. The runs are independent, so the order does not matter.
+
+Rounding: the update of every parameter rounds as `tfd_sweep.trainer` does (no fused
+multiply-add, `v = momentum * v - eps * grad; w = w + v`, subnormal layer-1 velocities flushed to
+zero). The matrix products add in their own order, so results differ from the numpy path's by
+rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+
+# Bytes of input tiles that layer 1's update keeps in L1 cache: half of a 48 KB L1 data cache
+# (Intel Sapphire Rapids), which also fits the 32 KB of most other x86 cores.
+L1_TILE_BYTES = 24 * 1024
+
+
+@functools.lru_cache(maxsize=1)
+def load_kernels() -> SimpleNamespace:
+    """Compile (once per process) and return the kernels; raise ImportError without numba.
+
+    Returns a namespace with `train_epoch_per_run` and `update_layer1`.
+    """
+    import numba
+    import numpy as np
+
+    # Only dot products may reorder their additions (to use SIMD). The functions without
+    # fastmath flags keep IEEE rounding, and numba does not contract a * b + c into a fused
+    # multiply-add there, so the updates round as numpy's do.
+    @numba.njit(nogil=True, fastmath={"reassoc", "nsz"})
+    def dot(a, b, zero):
+        total = zero  # typed as the arrays' dtype, so float32 sums stay in float32
+        for j in range(a.shape[0]):
+            total += a[j] * b[j]
+        return total
+
+    @numba.njit(nogil=True)
+    def update_layer1(W1T, V1, grad, eps_rows, momentum_rows, tiny, zero):
+        """Apply the momentum step to W1T, V1 (R, D) from grad (R, D) in one pass.
+
+        eps_rows and momentum_rows (R,) hold each row's hyperparameters. Rows with momentum 0
+        keep no velocity, as in `layer1_step`.
+        """
+        for r in range(W1T.shape[0]):
+            eps, momentum = eps_rows[r], momentum_rows[r]
+            w_row, grad_row = W1T[r], grad[r]
+            if momentum == zero:
+                for j in range(W1T.shape[1]):
+                    step = eps * grad_row[j]
+                    if not abs(step) < tiny:  # the flush of subnormal velocities; NaN passes
+                        w_row[j] -= step
+                continue
+            v_row = V1[r]
+            for j in range(W1T.shape[1]):
+                v = momentum * v_row[j] - eps * grad_row[j]
+                if abs(v) < tiny:
+                    v = zero
+                v_row[j] = v
+                w_row[j] += v
+
+    @numba.njit(nogil=True)
+    def tile_gradient(dh1_column, x, batch, start, stop, grad, zero):
+        """Write grad[:stop - start] = sum over b of dh1_column[b] * x[batch[b], start:stop].
+
+        Returns False, leaving grad unwritten, when every term is zero. A zero term adds
+        nothing, so it is skipped. With one sample each entry is rounded once, as numpy's
+        outer product does.
+        """
+        has_grad = False
+        for b in range(batch.shape[0]):
+            d = dh1_column[b]
+            if d == zero:
+                continue
+            x_tile = x[batch[b], start:stop]
+            if has_grad:
+                for j in range(stop - start):
+                    grad[j] += d * x_tile[j]
+            else:
+                for j in range(stop - start):
+                    grad[j] = d * x_tile[j]
+                has_grad = True
+        return has_grad
+
+    @numba.njit(nogil=True)
+    def layer1_step(W1, V1, dh1, x, batch, next_batch, eps, momentum, tile, grad, a1_next, tiny, zero):
+        """Update one run's W1, V1 (H1, D) in place and compute the next batch's layer-1 output.
+
+        dh1 (n, H1) is the gradient at the layer-1 pre-activations of the samples x[batch].
+        a1_next (n_next, H1) receives W1 @ x[next_batch[b]] from the updated weights. The pass
+        walks the columns in tiles of `tile` entries, so that the tiles of x[batch] and
+        x[next_batch] stay in L1 cache while every row uses them, and each row's tile is
+        still in L1 when its dot products are taken. grad (tile,) is scratch.
+
+        A run with momentum 0 keeps no velocity: 0 * v is zero, so `w = w - eps * grad`
+        rounds as `v = 0 * v - eps * grad; w = w + v` without reading or writing V1.
+        """
+        num_hidden, num_inputs = W1.shape
+        a1_next[:, :] = zero
+        for start in range(0, num_inputs, tile):
+            stop = min(start + tile, num_inputs)
+            width = stop - start
+            for r in range(num_hidden):
+                w = W1[r, start:stop]
+                has_grad = tile_gradient(dh1[:, r], x, batch, start, stop, grad, zero)
+                if momentum == zero:
+                    if has_grad:
+                        for j in range(width):
+                            step = eps * grad[j]
+                            if not abs(step) < tiny:  # the flush of subnormal velocities; NaN passes
+                                w[j] -= step
+                else:
+                    if not has_grad:
+                        grad[:width] = zero
+                    v_tile = V1[r, start:stop]
+                    for j in range(width):
+                        v = momentum * v_tile[j] - eps * grad[j]
+                        if abs(v) < tiny:
+                            v = zero
+                        v_tile[j] = v
+                        w[j] += v
+                for b in range(next_batch.shape[0]):
+                    a1_next[b, r] += dot(w, x[next_batch[b], start:stop], zero)
+
+    @numba.njit(nogil=True)
+    def momentum_step(w, v, grad, eps, momentum):
+        """Apply `v = momentum * v - eps * grad; w = w + v` to flat arrays w, v, grad."""
+        for j in range(w.shape[0]):
+            v[j] = momentum * v[j] - eps * grad[j]
+            w[j] += v[j]
+
+    @numba.njit(nogil=True)
+    def relu(value, zero):
+        """Return max(value, 0), NaN for NaN as np.maximum does."""
+        return zero if value < zero else value
+
+    @numba.njit(nogil=True)
+    def argmax_first_nan(row):
+        """Return the index of the maximum of `row`, or of its first NaN, as np.argmax does."""
+        best = 0
+        for c in range(1, row.shape[0]):
+            if np.isnan(row[best]):
+                break
+            if row[c] > row[best] or np.isnan(row[c]):
+                best = c
+        return best
+
+    @numba.njit(nogil=True)
+    def train_run_epoch(x, y, perm, batch_size, W1, b1, W2, b2, W3, b3, V1, vb1, V2, vb2, V3, vb3,
+                        eps, momentum, tiny, zero):
+        """Train one run for one epoch in place; return its summed cross-entropy and correct count.
+
+        x (N, D), y (N,), perm (N,) the epoch's order; W1, V1 (H1, D); b1 (H1,); W2 (H1, H2);
+        b2 (H2,); W3 (H2, C); b3 (C,), with velocities of the same shapes.
+        """
+        num_hidden1, num_inputs = W1.shape
+        num_hidden2, num_classes = W3.shape
+        num_samples = perm.shape[0]
+        B = batch_size
+
+        a1 = np.empty((B, num_hidden1), W1.dtype)  # layer-1 pre-activations, then h1
+        a1_next = np.empty((B, num_hidden1), W1.dtype)
+        h2 = np.empty((B, num_hidden2), W1.dtype)
+        shifted = np.empty(num_classes, W1.dtype)
+        probs = np.empty((B, num_classes), W1.dtype)
+        dh2 = np.empty((B, num_hidden2), W1.dtype)
+        dh1 = np.empty((B, num_hidden1), W1.dtype)
+        # Tiles of x[batch] and x[next_batch] together take at most L1_TILE_BYTES.
+        tile = min(num_inputs, max(64, L1_TILE_BYTES // (2 * B * W1.itemsize) // 16 * 16))
+        grad = np.empty(tile, W1.dtype)
+        dW2 = np.empty(num_hidden1 * num_hidden2, W1.dtype)
+        db2 = np.empty(num_hidden2, W1.dtype)
+        dW3 = np.empty(num_hidden2 * num_classes, W1.dtype)
+        db3 = np.empty(num_classes, W1.dtype)
+        db1 = np.empty(num_hidden1, W1.dtype)
+
+        first = perm[0:min(B, num_samples)]
+        for b in range(first.shape[0]):
+            for r in range(num_hidden1):
+                a1[b, r] = dot(W1[r], x[first[b]], zero)
+
+        total_ce = 0.0
+        total_correct = 0
+        for start in range(0, num_samples, B):
+            batch = perm[start:min(start + B, num_samples)]
+            next_batch = perm[min(start + B, num_samples):min(start + 2 * B, num_samples)]
+            n = batch.shape[0]
+
+            # Forward: h1 = relu(a1 + b1), h2 = relu(h1 W2 + b2), logits = h2 W3 + b3.
+            for b in range(n):
+                for r in range(num_hidden1):
+                    a1[b, r] = relu(a1[b, r] + b1[r], zero)
+            for b in range(n):
+                for k in range(num_hidden2):
+                    total = zero
+                    for i in range(num_hidden1):
+                        total += a1[b, i] * W2[i, k]
+                    h2[b, k] = relu(total + b2[k], zero)
+            batch_ce = zero
+            for b in range(n):
+                for c in range(num_classes):
+                    total = zero
+                    for k in range(num_hidden2):
+                        total += h2[b, k] * W3[k, c]
+                    shifted[c] = total + b3[c]
+                label = y[batch[b]]
+                if argmax_first_nan(shifted) == label:
+                    total_correct += 1
+
+                # Cross-entropy via log-softmax with the row maximum subtracted (NaN propagates,
+                # as in np.max); dlogits = (p - t) / n.
+                row_max = shifted[0]
+                for c in range(1, num_classes):
+                    if shifted[c] > row_max or np.isnan(shifted[c]):
+                        row_max = shifted[c]
+                row_sum = zero
+                for c in range(num_classes):
+                    shifted[c] -= row_max
+                    probs[b, c] = np.exp(shifted[c])
+                    row_sum += probs[b, c]
+                batch_ce += np.log(row_sum) - shifted[label]
+                for c in range(num_classes):
+                    probs[b, c] /= row_sum
+                probs[b, label] -= 1
+                for c in range(num_classes):
+                    probs[b, c] /= n
+            total_ce += batch_ce
+            dlogits = probs
+
+            # Backward; layer 1's input gradient is not needed.
+            for k in range(num_hidden2):
+                for c in range(num_classes):
+                    total = zero
+                    for b in range(n):
+                        total += h2[b, k] * dlogits[b, c]
+                    dW3[k * num_classes + c] = total
+            for c in range(num_classes):
+                total = zero
+                for b in range(n):
+                    total += dlogits[b, c]
+                db3[c] = total
+            for b in range(n):
+                for k in range(num_hidden2):
+                    total = zero
+                    for c in range(num_classes):
+                        total += dlogits[b, c] * W3[k, c]
+                    dh2[b, k] = total if h2[b, k] > zero else total * zero
+            for i in range(num_hidden1):
+                for k in range(num_hidden2):
+                    total = zero
+                    for b in range(n):
+                        total += a1[b, i] * dh2[b, k]
+                    dW2[i * num_hidden2 + k] = total
+            for k in range(num_hidden2):
+                total = zero
+                for b in range(n):
+                    total += dh2[b, k]
+                db2[k] = total
+            for b in range(n):
+                for i in range(num_hidden1):
+                    total = zero
+                    for k in range(num_hidden2):
+                        total += dh2[b, k] * W2[i, k]
+                    dh1[b, i] = total if a1[b, i] > zero else total * zero
+            for i in range(num_hidden1):
+                total = zero
+                for b in range(n):
+                    total += dh1[b, i]
+                db1[i] = total
+
+            # Momentum updates. Layer 1's pass also computes the next batch's layer-1 output.
+            layer1_step(W1, V1, dh1[:n], x, batch, next_batch, eps, momentum, tile, grad,
+                        a1_next, tiny, zero)
+            momentum_step(b1, vb1, db1, eps, momentum)
+            momentum_step(W2.reshape(-1), V2.reshape(-1), dW2, eps, momentum)
+            momentum_step(b2, vb2, db2, eps, momentum)
+            momentum_step(W3.reshape(-1), V3.reshape(-1), dW3, eps, momentum)
+            momentum_step(b3, vb3, db3, eps, momentum)
+            a1, a1_next = a1_next, a1
+        return total_ce, total_correct
+
+    @numba.njit(nogil=True)
+    def train_epoch_per_run(x, y, perm, batch_size, W1T, b1, W2, b2, W3, b3, V1, vb1, V2, vb2, V3, vb3,
+                            eps, momentum, tiny, zero, ce_out, correct_out):
+        """Train each of the M runs for one epoch, one run after the other, in place.
+
+        Writes per-run summed cross-entropy to ce_out (M,) float64 and correct predictions to
+        correct_out (M,) int64.
+        """
+        num_hidden1 = W2.shape[1]
+        for m in range(eps.shape[0]):
+            rows = slice(m * num_hidden1, (m + 1) * num_hidden1)
+            ce_out[m], correct_out[m] = train_run_epoch(
+                x, y, perm, batch_size, W1T[rows], b1[rows], W2[m], b2[m], W3[m], b3[m],
+                V1[rows], vb1[rows], V2[m], vb2[m], V3[m], vb3[m], eps[m], momentum[m], tiny, zero,
+            )
+
+    return SimpleNamespace(train_epoch_per_run=train_epoch_per_run, update_layer1=update_layer1, layer1_step=layer1_step)
