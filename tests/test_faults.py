@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -127,12 +128,12 @@ def wait_for(condition: Callable[[], Any], timeout: float, command: Command | No
 def descendants(pid: int) -> set[int]:
     """Return the process ids of every child, grandchild, ... of pid, read from /proc."""
     parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        parents[int(stat.parent.name)] = int(fields[1])
+        parents[int(stat_file.parent.name)] = int(fields[1])
     found: set[int] = set()
     frontier = {pid}
     while frontier:
@@ -307,6 +308,8 @@ def test_simultaneous_sweeps_write_separate_dirs(tmp_path, course_file, start_tf
     for sweep in sweeps.values():
         assert sweep.wait(timeout=240) == 0, sweep.output()
 
+    umask = os.umask(0o022)
+    os.umask(umask)
     sweep_dirs = sorted((tmp_path / "outputs" / "sweeps").iterdir())
     assert len(sweep_dirs) == 2
     seeds = set()
@@ -321,6 +324,8 @@ def test_simultaneous_sweeps_write_separate_dirs(tmp_path, course_file, start_tf
             run = read_record(sweep_dir / name)
             assert run["config"]["seed"] == seed
             assert f"seed={seed}" in run["overrides"]
+            # Atomic writes keep the mode a plain open() gives, so results stay readable by others.
+            assert stat.S_IMODE((sweep_dir / name / "result.json").stat().st_mode) == 0o666 & ~umask
         assert not (sweep_dir / ".sweep.lock").exists()
     assert seeds == {1, 2}
 
@@ -415,8 +420,8 @@ def test_full_disk_fails_runs_with_os_error(tmp_path, course_file, tfd, tmpfs):
         assert not (sweep_dir / name / "weights.npz").exists()
     assert temporary_files(disk) == []
     if "Traceback" in reporting:
-        # NOTE: the report writes report.html with a plain write_text and its callback logs the
-        # OSError with a traceback; the report's own code must change before this passes.
+        # NOTE: the report writes report.html with a plain write_text, and its callback logs the
+        # OSError with a traceback. This check passes once the report's own code changes.
         pytest.xfail("the sweep report on a full disk fails with a traceback instead of one message")
 
 

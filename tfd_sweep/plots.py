@@ -27,8 +27,6 @@ logger = logging.getLogger(__name__)
 # Size of one panel in inches, and the resolution of every PNG.
 PANEL_SIZE = (5.2, 4.0)
 DPI = 100
-# Lines drawn in one panel before the legend is dropped for readability.
-MAX_LEGEND_ENTRIES = 16
 # Lines in a metric-against-key panel before the other swept keys are averaged over.
 MAX_LINES = 6
 # Colour of heatmap cells whose value is non-finite or missing.
@@ -39,8 +37,8 @@ LOG_SCALE_KEYS = ("eps", "batch_size")
 LINE_STYLES = ("-", "--", ":", "-.")
 # Width in inches kept free on the right of a figure for a figure-level legend.
 LEGEND_WIDTH = 2.2
-# Mean width of a title character as a fraction of the font size: DejaVu Sans averages
-# about 0.6 em for lower-case text, so this estimate errs on the side of wrapping early.
+# Estimated mean width of a title character, as a fraction of the font size, for
+# matplotlib's default DejaVu Sans. _save checks the wrapped result with clipped_texts.
 TITLE_CHAR_WIDTH = 0.62
 
 
@@ -79,10 +77,10 @@ def _suptitle(figure, title: str) -> None:
 def clipped_texts(figure) -> list[str]:
     """Return the visible, non-empty texts of `figure` that reach outside its canvas.
 
-    Draws the figure first, so the constrained layout has placed everything. Tick labels
-    are checked through each panel's tight bounding box, because matplotlib keeps tick
-    labels outside the axis limits that it does not draw; such a panel is reported as
-    "tick labels of <panel title>".
+    Draws the figure first, so the constrained layout has placed everything. Matplotlib
+    keeps undrawn tick labels beyond the axis limits, so tick labels are checked through
+    each panel's tight bounding box instead. Such a panel is reported as "tick labels of
+    <panel title>".
     """
     from matplotlib.text import Text
 
@@ -213,7 +211,7 @@ def plot_curves(history, path, title: str) -> Path:
 
 
 def format_heatmap_value(value: float) -> str:
-    """Format a heatmap cell with 3 decimals, so that neighbouring cells can be told apart."""
+    """Format a heatmap cell with 3 decimals, so that neighbouring cells differ visibly."""
     return f"{value:.3f}"
 
 
@@ -296,7 +294,7 @@ def heatmap_cells(rows, x_key, y_key, x_values, y_values, metric):
 
 @dataclass(frozen=True)
 class CurveRoles:
-    """How a learning-curve figure shows each swept key.
+    """Assignment of swept keys to the panels, colours and line styles of learning curves.
 
     One row of panels per value of `panel_key`, one colour per combination of
     `colour_keys`, one line style per value of `style_key`. Runs that differ only in keys
@@ -426,9 +424,13 @@ def _index_of(values: list, value) -> int:
     raise ValueError(f"{value!r} is not one of {values!r}")
 
 
-def _figure_legend(figure, handles: list) -> None:
-    """Add one legend to the right of the panels, in columns of at most 20 entries."""
+def _figure_legend(figure, handles: list, below: bool = False) -> None:
+    """Add one legend to the right of the panels (columns of at most 20 entries) or below them."""
     if not handles:
+        return
+    if below:
+        figure.legend(handles=handles, loc="outside lower center", fontsize=9,
+                      ncols=min(len(handles), 6))
         return
     figure.legend(handles=handles, loc="outside right upper", fontsize=8,
                   ncols=math.ceil(len(handles) / 20))
@@ -455,12 +457,13 @@ def plot_accuracy_curves(
     other_keys = [key for key in swept_keys if key not in ("num_hiddens", "seed") and key in runs]
     combos = _combinations(runs, other_keys) if other_keys else [()]
     colours = _colours(len(combos))
-    # With one colour per combination of other keys, train and valid differ by line style
-    # only; with no other keys, they also get their own colours.
+    # Colours show the combinations of other swept keys when there are any, and then train
+    # and valid differ by line style only. Otherwise each split gets its own colour.
     split_colours = {"valid": "tab:blue", "train": "tab:orange"}
 
     n_rows = math.ceil(len(sizes) / 3)
-    figure, axes = _new_figure(len(sizes), n_rows=n_rows, extra_width=LEGEND_WIDTH, sharey=True)
+    # Narrower panels than elsewhere keep three sizes readable at the report's width.
+    figure, axes = _new_figure(len(sizes), n_rows=n_rows, panel_size=(4.0, 3.6), sharey=True)
     _suptitle(figure, title)
     by_run = {num: rows for num, rows in history.groupby("job_num")}
     for axis, size in zip(axes, sizes):
@@ -486,11 +489,11 @@ def plot_accuracy_curves(
     handles = [Line2D([], [], color=split_colours["valid"], linestyle="-", label="validation"),
                Line2D([], [], color=split_colours["train"], linestyle="--", label="train"),
                Line2D([], [], color="grey" if not other_keys else "black", linestyle=":",
-                      label="best epoch\n(lowest valid_ce)")]
+                      label="best epoch (lowest valid_ce)")]
     if other_keys:
         handles += [Line2D([], [], color=colours[index], label=_label(other_keys, combo))
                     for index, combo in enumerate(combos)]
-    _figure_legend(figure, handles)
+    _figure_legend(figure, handles, below=True)
     return _save(figure, path)
 
 

@@ -247,7 +247,7 @@ def _quote(text: str) -> str:
 def column_decimals(column: str) -> int:
     """Return the decimals shown for a float column: ce 4, acc 3, wall_time 1, others 4.
 
-    Seed summaries name their columns <metric>_mean and <metric>_std; those take the
+    Seed summaries name their columns <metric>_mean and <metric>_std, which take the
     decimals of <metric>.
     """
     base = column.removesuffix("_mean").removesuffix("_std")

@@ -44,7 +44,7 @@ KERNELS = ("auto", "numpy", "numba")
 NUMPY_BLOCK_BYTES = 256 * 1024  # bytes per array in one row block of the numpy layer-1 update
 # Up to this batch size the numba kernels train the runs one at a time, each with its layer-1
 # weights in cache (see tfd_sweep.kernels); above it, all runs step together through BLAS.
-PER_RUN_MAX_BATCH = 32
+PER_RUN_MAX_BATCH = 16
 
 
 def train_group(specs: list[RunSpec], data, on_run_end=None, kernel: str = "auto") -> list[RunResult]:
