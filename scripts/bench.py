@@ -3,8 +3,8 @@
     python scripts/bench.py [--quick] [--epochs E] [--data PATH] [--out FILE]
 
 Every measurement runs in a fresh process with BLAS limited to one thread, after a warm-up.
-"1 process" rows time one process alone; "2 processes" rows time the same work in two
-processes at once, the way a sweep runs on a 2-core machine. The numbers are seconds per model
+"1 proc" rows time one process alone. "2 procs" rows time the same work in two processes at
+once, which is how a sweep runs on a 2-core machine. The numbers are seconds per model
 per epoch (one run's epoch: the training pass over 3374 images and the validation pass), medians
 over the timed epochs. See docs/benchmarks.md for how the grid projection and the floor are
 computed.
@@ -92,9 +92,9 @@ def epoch_flops(num_train: int, num_valid: int, num_inputs: int, num_hiddens: tu
 def update_bytes_per_epoch(num_train: int, batch_size: int, num_params: int, itemsize: int) -> float:
     """Return the bytes the momentum updates of one run's epoch must move at the least.
 
-    Each step reads and writes every weight and its velocity once (4 passes over the parameters);
-    a fused update never stores the gradient, which for layer 1 at batch size 1 is an outer
-    product that can be formed on the fly.
+    Each step reads and writes every weight and its velocity once (4 passes over the
+    parameters). A fused update never stores the gradient: at batch size 1, layer 1's gradient
+    is an outer product that can be formed on the fly.
     """
     steps = math.ceil(num_train / batch_size)
     return float(steps * 4 * num_params * itemsize)
@@ -105,7 +105,7 @@ def update_bytes_per_epoch(num_train: int, batch_size: int, num_params: int, ite
 # ---------------------------------------------------------------------------------------------
 
 def load_data(data_path: str | None):
-    """Return (dataset, description); the dataset is a tfd_sweep Dataset (float64 inputs)."""
+    """Load the data set as a tfd_sweep Dataset (float64 inputs)."""
     from tfd_sweep.data import load_dataset
 
     dataset = load_dataset(data_path, REPO_ROOT)
@@ -574,11 +574,11 @@ LAUNCH_TIMEOUT = 300.0  # seconds to wait for a sweep's first run to start
 def measure_launch_scale(data_path: str | None, notes: list[str]) -> list[list[str]] | None:
     """Time `python -m tfd_sweep -m ...` from process start until its first run starts.
 
-    Each sweep is started in a temporary directory and stopped (its process group is sent
-    SIGTERM) as soon as the launcher logs the first "#<num> start" line: everything before it
-    (Hydra's sweep expansion, composing and checking every run's config, loading the data,
-    writing every run directory's .hydra files, grouping) is the launch cost. Returns table rows,
-    or None when the launcher is not importable.
+    Each sweep starts in a temporary directory. Its process group is sent SIGTERM as soon as
+    the launcher logs the first "#<num> start" line. Everything before that line is the launch
+    cost: Hydra's sweep expansion, composing and checking every run's config, loading the data,
+    writing every run directory's .hydra files and grouping. Returns table rows, or None when
+    the launcher is not importable.
     """
     import signal
     import subprocess
@@ -870,11 +870,11 @@ def _targets_section(floors, sizes, variants, rows) -> list[str]:
             continue
         measured = rows.get((index, parallel), {})
         grid = grid_seconds({b: _model_epoch(measured, b) for b in BATCH_SIZES}, parallel)
-        wanted = 5.0 if variant.dtype == "float64" else 10.0
+        required = 5.0 if variant.dtype == "float64" else 10.0
         speedup = reference_grid / grid
-        body.append([f"grid at {GRID_EPOCHS} epochs, {parallel} proc(s): >= {wanted:.0f}x the reference",
+        body.append([f"grid at {GRID_EPOCHS} epochs, {parallel} proc(s): >= {required:.0f}x the reference",
                      f"{variant.label} {variant.dtype}", _format_ratio(speedup),
-                     "met" if speedup >= wanted else "NOT met"])
+                     "met" if speedup >= required else "NOT met"])
         if variant.dtype == "float64":
             speedup = reference_bs1 / _model_epoch(rows.get((index, 1), {}), 1)
             body.append(["bs 1 per run-epoch, 1 proc: >= 5x the reference",

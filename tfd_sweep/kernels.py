@@ -1,5 +1,8 @@
 """Compiled (numba) kernels of stacked training; `tfd_sweep.stacked` holds the numpy reference.
 
+Importing this module needs numba, so `tfd_sweep.stacked` imports it only when the numba kernels
+are selected. The kernels compile on first use and are cached on disk (numba's cache=True).
+
 Shapes: M runs, N samples, B samples per mini-batch, D inputs, H1 and H2 hidden units, C
 classes. The kernels work in place on the stacked arrays of `stacked._Stack`: W1T and its
 velocity V1 (M*H1, D) with run m's rows in [m*H1, (m+1)*H1), W2 (M, H1, H2), W3 (M, H2, C) and
@@ -7,11 +10,16 @@ the biases b1 (M*H1,), b2 (M, H2), b3 (M, C).
 
 Why per-run epochs: at small batch sizes a step does little arithmetic but must read and write
 all of layer 1's weights and velocities. Stepping all runs together passes over M runs' W1T
-and V1 (8.8 MB for 15 runs of [16, 32] in float64) once per step, and that much falls out of
-the L2 cache, so each step streams it from memory. `train_epoch_per_run` instead trains one run
-at a time through the whole epoch. The run's W1T and V1 blocks (590 KB in float64) stay in L2,
-and within a step each row stays in L1 while the kernel updates it and computes the next
-mini-batch's layer-1 output from it. The runs are independent, so the order does not matter.
+and V1 (8.8 MB for 15 runs of [16, 32] in float64) once per step, more than an L2 cache holds,
+so each step streams them from memory (about 28 GB/s on the 2-core Xeon this was tuned on,
+against about 90 GB/s from its 2 MB L2). `train_epoch_per_run` instead trains one run at a
+time through the whole epoch: the run's W1T and V1 blocks (590 KB in float64) stay in L2, and
+the layer-1 pass computes the next mini-batch's layer-1 output from each tile of weights right
+after updating it, while the tile is in L1. The runs are independent, so the order does not
+matter.
+
+A run with momentum 0 keeps no layer-1 velocity: 0 * v is zero, so `w = w - eps * grad` rounds
+as `v = 0 * v - eps * grad; w = w + v` and halves the bytes of its update. Its V1 rows stay zero.
 
 Rounding: the update of every parameter rounds as `tfd_sweep.trainer` does (no fused
 multiply-add, `v = momentum * v - eps * grad; w = w + v`, subnormal layer-1 velocities flushed to
@@ -21,346 +29,370 @@ rounding.
 
 from __future__ import annotations
 
-import functools
-from types import SimpleNamespace
+import numba
+import numpy as np
 
 # Columns per tile of the per-run layer-1 pass. Narrower tiles would keep more of x[batch] in L1
-# cache, but each tile restarts every inner loop: on a 2-core Xeon (Sapphire Rapids, numba 0.68)
-# 512 to 1152 columns ran fastest for batch sizes 10 to 32, 144 ran 1.2x to 2x slower.
+# cache, but each tile restarts every inner loop. On a 2-core AVX-512 Xeon (numba 0.68), 512 to
+# 1152 columns ran fastest for batch sizes 10 to 32, and 144 ran 1.2x to 2x slower.
 TILE_COLUMNS = 512
 
 
-@functools.lru_cache(maxsize=1)
-def load_kernels() -> SimpleNamespace:
-    """Compile (once per process) and return the kernels; raise ImportError without numba.
+# Only dot products may reorder their additions (to use SIMD). The functions without
+# fastmath flags keep IEEE rounding, and numba does not contract a * b + c into a fused
+# multiply-add there, so the updates round as numpy's do.
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz"})
+def dot(a, b, zero):
+    total = zero  # typed as the arrays' dtype, so float32 sums stay in float32
+    for j in range(a.shape[0]):
+        total += a[j] * b[j]
+    return total
 
-    Returns a namespace with `train_epoch_per_run` and `update_layer1`.
+
+@numba.njit(nogil=True, cache=True)
+def update_layer1(W1T, V1, grad, eps_rows, momentum_rows, tiny, zero):
+    """Apply the momentum step to W1T, V1 (R, D) from grad (R, D) in one pass.
+
+    eps_rows and momentum_rows (R,) hold each row's hyperparameters. Rows with momentum 0
+    keep no velocity, as in `layer1_step`.
     """
-    import numba
-    import numpy as np
-
-    # Only dot products may reorder their additions (to use SIMD). The functions without
-    # fastmath flags keep IEEE rounding, and numba does not contract a * b + c into a fused
-    # multiply-add there, so the updates round as numpy's do.
-    @numba.njit(nogil=True, fastmath={"reassoc", "nsz"})
-    def dot(a, b, zero):
-        total = zero  # typed as the arrays' dtype, so float32 sums stay in float32
-        for j in range(a.shape[0]):
-            total += a[j] * b[j]
-        return total
-
-    @numba.njit(nogil=True)
-    def update_layer1(W1T, V1, grad, eps_rows, momentum_rows, tiny, zero):
-        """Apply the momentum step to W1T, V1 (R, D) from grad (R, D) in one pass.
-
-        eps_rows and momentum_rows (R,) hold each row's hyperparameters. Rows with momentum 0
-        keep no velocity, as in `layer1_step`.
-        """
-        for r in range(W1T.shape[0]):
-            eps, momentum = eps_rows[r], momentum_rows[r]
-            w_row, grad_row = W1T[r], grad[r]
-            if momentum == zero:
-                for j in range(W1T.shape[1]):
-                    step = eps * grad_row[j]
-                    if not abs(step) < tiny:  # the flush of subnormal velocities; NaN passes
-                        w_row[j] -= step
-                continue
-            v_row = V1[r]
+    for r in range(W1T.shape[0]):
+        eps, momentum = eps_rows[r], momentum_rows[r]
+        w_row, grad_row = W1T[r], grad[r]
+        if momentum == zero:
             for j in range(W1T.shape[1]):
-                v = momentum * v_row[j] - eps * grad_row[j]
-                if abs(v) < tiny:
-                    v = zero
-                v_row[j] = v
-                w_row[j] += v
+                step = eps * grad_row[j]
+                if not abs(step) < tiny:  # the flush of subnormal velocities; NaN passes
+                    w_row[j] -= step
+            continue
+        v_row = V1[r]
+        for j in range(W1T.shape[1]):
+            v = momentum * v_row[j] - eps * grad_row[j]
+            if abs(v) < tiny:
+                v = zero
+            v_row[j] = v
+            w_row[j] += v
 
-    @numba.njit(nogil=True, fastmath={"reassoc", "nsz"})
-    def dot4(w, x0, x1, x2, x3, zero):
-        """Return the dot products of w with x0, x1, x2, x3, in one pass over w."""
-        s0 = s1 = s2 = s3 = zero
-        for j in range(w.shape[0]):
-            s0 += w[j] * x0[j]
-            s1 += w[j] * x1[j]
-            s2 += w[j] * x2[j]
-            s3 += w[j] * x3[j]
-        return s0, s1, s2, s3
 
-    @numba.njit(nogil=True)
-    def tile_gradient(coefficients, samples, x, start, stop, grad):
-        """Write grad[:stop - start] = sum over i of coefficients[i] * x[samples[i], start:stop].
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz"})
+def dot4(w, x0, x1, x2, x3, zero):
+    """Return the dot products of w with x0, x1, x2, x3, in one pass over w."""
+    s0 = s1 = s2 = s3 = zero
+    for j in range(w.shape[0]):
+        s0 += w[j] * x0[j]
+        s1 += w[j] * x1[j]
+        s2 += w[j] * x2[j]
+        s3 += w[j] * x3[j]
+    return s0, s1, s2, s3
 
-        Needs at least one term. Four terms are added per pass, so that grad is loaded and
-        stored once per four samples. A single term is rounded once, as numpy's outer product.
-        """
+
+@numba.njit(nogil=True, cache=True)
+def tile_gradient(coefficients, samples, x, start, stop, grad):
+    """Write grad[:stop - start] = sum over i of coefficients[i] * x[samples[i], start:stop].
+
+    Needs at least one term. Four terms are added per pass, so that grad is loaded and
+    stored once per four samples. A single term is rounded once, as numpy's outer product.
+    """
+    width = stop - start
+    count = coefficients.shape[0]
+    first = count % 4
+    if first == 0:
+        first = 4
+    # The first group (1 to 4 terms) writes grad, later groups of four add to it.
+    c0 = coefficients[0]
+    x0 = x[samples[0], start:stop]
+    if first == 1:
+        for j in range(width):
+            grad[j] = c0 * x0[j]
+    elif first == 2:
+        c1, x1 = coefficients[1], x[samples[1], start:stop]
+        for j in range(width):
+            grad[j] = c0 * x0[j] + c1 * x1[j]
+    elif first == 3:
+        c1, x1 = coefficients[1], x[samples[1], start:stop]
+        c2, x2 = coefficients[2], x[samples[2], start:stop]
+        for j in range(width):
+            grad[j] = c0 * x0[j] + c1 * x1[j] + c2 * x2[j]
+    else:
+        c1, x1 = coefficients[1], x[samples[1], start:stop]
+        c2, x2 = coefficients[2], x[samples[2], start:stop]
+        c3, x3 = coefficients[3], x[samples[3], start:stop]
+        for j in range(width):
+            grad[j] = c0 * x0[j] + c1 * x1[j] + c2 * x2[j] + c3 * x3[j]
+    for i in range(first, count, 4):
+        c0, x0 = coefficients[i], x[samples[i], start:stop]
+        c1, x1 = coefficients[i + 1], x[samples[i + 1], start:stop]
+        c2, x2 = coefficients[i + 2], x[samples[i + 2], start:stop]
+        c3, x3 = coefficients[i + 3], x[samples[i + 3], start:stop]
+        for j in range(width):
+            grad[j] += c0 * x0[j] + c1 * x1[j] + c2 * x2[j] + c3 * x3[j]
+
+
+@numba.njit(nogil=True, cache=True)
+def layer1_step(W1, V1, dh1, x, batch, next_batch, eps, momentum, tile, grad, a1_next, tiny, zero):
+    """Update one run's W1, V1 (H1, D) in place and compute the next batch's layer-1 output.
+
+    dh1 (n, H1) is the gradient at the layer-1 pre-activations of the samples x[batch].
+    a1_next (n_next, H1) receives W1 @ x[next_batch[b]] from the updated weights. The pass
+    walks the columns in tiles of `tile` entries, so the tiles of x[batch] and x[next_batch]
+    stay in cache while every row uses them. Each row's tile is still in L1 cache when its
+    dot products are taken. grad (tile,) is scratch.
+
+    A run with momentum 0 keeps no velocity: 0 * v is zero, so `w = w - eps * grad`
+    rounds as `v = 0 * v - eps * grad; w = w + v` without reading or writing V1.
+    """
+    num_hidden, num_inputs = W1.shape
+    n, n_next = batch.shape[0], next_batch.shape[0]
+
+    # Collect the nonzero terms of each row's gradient. The ReLU zeroes about half of them,
+    # and a zero term adds nothing, so skipping it keeps the sum.
+    counts = np.zeros(num_hidden, np.int64)
+    coefficients = np.empty((num_hidden, n), W1.dtype)
+    samples = np.empty((num_hidden, n), np.int64)
+    for r in range(num_hidden):
+        for b in range(n):
+            if dh1[b, r] != zero:
+                coefficients[r, counts[r]] = dh1[b, r]
+                samples[r, counts[r]] = batch[b]
+                counts[r] += 1
+
+    a1_next[:, :] = zero
+    for start in range(0, num_inputs, tile):
+        stop = min(start + tile, num_inputs)
         width = stop - start
-        count = coefficients.shape[0]
-        first = count % 4
-        if first == 0:
-            first = 4
-        # The first group (1 to 4 terms) writes grad, later groups of four add to it.
-        c0 = coefficients[0]
-        x0 = x[samples[0], start:stop]
-        if first == 1:
-            for j in range(width):
-                grad[j] = c0 * x0[j]
-        elif first == 2:
-            c1, x1 = coefficients[1], x[samples[1], start:stop]
-            for j in range(width):
-                grad[j] = c0 * x0[j] + c1 * x1[j]
-        elif first == 3:
-            c1, x1 = coefficients[1], x[samples[1], start:stop]
-            c2, x2 = coefficients[2], x[samples[2], start:stop]
-            for j in range(width):
-                grad[j] = c0 * x0[j] + c1 * x1[j] + c2 * x2[j]
-        else:
-            c1, x1 = coefficients[1], x[samples[1], start:stop]
-            c2, x2 = coefficients[2], x[samples[2], start:stop]
-            c3, x3 = coefficients[3], x[samples[3], start:stop]
-            for j in range(width):
-                grad[j] = c0 * x0[j] + c1 * x1[j] + c2 * x2[j] + c3 * x3[j]
-        for i in range(first, count, 4):
-            c0, x0 = coefficients[i], x[samples[i], start:stop]
-            c1, x1 = coefficients[i + 1], x[samples[i + 1], start:stop]
-            c2, x2 = coefficients[i + 2], x[samples[i + 2], start:stop]
-            c3, x3 = coefficients[i + 3], x[samples[i + 3], start:stop]
-            for j in range(width):
-                grad[j] += c0 * x0[j] + c1 * x1[j] + c2 * x2[j] + c3 * x3[j]
-
-    @numba.njit(nogil=True)
-    def layer1_step(W1, V1, dh1, x, batch, next_batch, eps, momentum, tile, grad, a1_next, tiny, zero):
-        """Update one run's W1, V1 (H1, D) in place and compute the next batch's layer-1 output.
-
-        dh1 (n, H1) is the gradient at the layer-1 pre-activations of the samples x[batch].
-        a1_next (n_next, H1) receives W1 @ x[next_batch[b]] from the updated weights. The pass
-        walks the columns in tiles of `tile` entries, so that the tiles of x[batch] and
-        x[next_batch] stay in cache while every row uses them, and each row's tile is still
-        in L1 cache when its dot products are taken. grad (tile,) is scratch.
-
-        A run with momentum 0 keeps no velocity: 0 * v is zero, so `w = w - eps * grad`
-        rounds as `v = 0 * v - eps * grad; w = w + v` without reading or writing V1.
-        """
-        num_hidden, num_inputs = W1.shape
-        n, n_next = batch.shape[0], next_batch.shape[0]
-
-        # The nonzero terms of each row's gradient (ReLU zeroes about half): a zero term adds
-        # nothing, so skipping it keeps the sum.
-        counts = np.zeros(num_hidden, np.int64)
-        coefficients = np.empty((num_hidden, n), W1.dtype)
-        samples = np.empty((num_hidden, n), np.int64)
         for r in range(num_hidden):
-            for b in range(n):
-                if dh1[b, r] != zero:
-                    coefficients[r, counts[r]] = dh1[b, r]
-                    samples[r, counts[r]] = batch[b]
-                    counts[r] += 1
-
-        a1_next[:, :] = zero
-        for start in range(0, num_inputs, tile):
-            stop = min(start + tile, num_inputs)
-            width = stop - start
-            for r in range(num_hidden):
-                w = W1[r, start:stop]
-                has_grad = counts[r] > 0
+            w = W1[r, start:stop]
+            has_grad = counts[r] > 0
+            if has_grad:
+                tile_gradient(coefficients[r, :counts[r]], samples[r, :counts[r]], x, start, stop, grad)
+            if momentum == zero:
                 if has_grad:
-                    tile_gradient(coefficients[r, :counts[r]], samples[r, :counts[r]], x, start, stop, grad)
-                if momentum == zero:
-                    if has_grad:
-                        for j in range(width):
-                            step = eps * grad[j]
-                            if not abs(step) < tiny:  # the flush of subnormal velocities; NaN passes
-                                w[j] -= step
-                else:
-                    if not has_grad:
-                        grad[:width] = zero
-                    v_tile = V1[r, start:stop]
                     for j in range(width):
-                        v = momentum * v_tile[j] - eps * grad[j]
-                        if abs(v) < tiny:
-                            v = zero
-                        v_tile[j] = v
-                        w[j] += v
+                        step = eps * grad[j]
+                        if not abs(step) < tiny:  # the flush of subnormal velocities; NaN passes
+                            w[j] -= step
+            else:
+                if not has_grad:
+                    grad[:width] = zero
+                v_tile = V1[r, start:stop]
+                for j in range(width):
+                    v = momentum * v_tile[j] - eps * grad[j]
+                    if abs(v) < tiny:
+                        v = zero
+                    v_tile[j] = v
+                    w[j] += v
 
-                b = 0
-                while b + 4 <= n_next:
-                    s0, s1, s2, s3 = dot4(w, x[next_batch[b], start:stop], x[next_batch[b + 1], start:stop],
-                                          x[next_batch[b + 2], start:stop], x[next_batch[b + 3], start:stop], zero)
-                    a1_next[b, r] += s0
-                    a1_next[b + 1, r] += s1
-                    a1_next[b + 2, r] += s2
-                    a1_next[b + 3, r] += s3
-                    b += 4
-                for b in range(b, n_next):
-                    a1_next[b, r] += dot(w, x[next_batch[b], start:stop], zero)
+            b = 0
+            while b + 4 <= n_next:
+                s0, s1, s2, s3 = dot4(w, x[next_batch[b], start:stop], x[next_batch[b + 1], start:stop],
+                                      x[next_batch[b + 2], start:stop], x[next_batch[b + 3], start:stop], zero)
+                a1_next[b, r] += s0
+                a1_next[b + 1, r] += s1
+                a1_next[b + 2, r] += s2
+                a1_next[b + 3, r] += s3
+                b += 4
+            for b in range(b, n_next):
+                a1_next[b, r] += dot(w, x[next_batch[b], start:stop], zero)
 
-    @numba.njit(nogil=True)
-    def momentum_step(w, v, grad, eps, momentum):
-        """Apply `v = momentum * v - eps * grad; w = w + v` to flat arrays w, v, grad."""
-        for j in range(w.shape[0]):
-            v[j] = momentum * v[j] - eps * grad[j]
-            w[j] += v[j]
 
-    @numba.njit(nogil=True)
-    def relu(value, zero):
-        """Return max(value, 0), NaN for NaN as np.maximum does."""
-        return zero if value < zero else value
+@numba.njit(nogil=True, cache=True)
+def momentum_step(w, v, grad, eps, momentum):
+    """Apply `v = momentum * v - eps * grad; w = w + v` to flat arrays w, v, grad."""
+    for j in range(w.shape[0]):
+        v[j] = momentum * v[j] - eps * grad[j]
+        w[j] += v[j]
 
-    @numba.njit(nogil=True)
-    def argmax_first_nan(row):
-        """Return the index of the maximum of `row`, or of its first NaN, as np.argmax does."""
-        best = 0
-        for c in range(1, row.shape[0]):
-            if np.isnan(row[best]):
-                break
-            if row[c] > row[best] or np.isnan(row[c]):
-                best = c
-        return best
 
-    @numba.njit(nogil=True)
-    def train_run_epoch(x, y, perm, batch_size, W1, b1, W2, b2, W3, b3, V1, vb1, V2, vb2, V3, vb3,
-                        eps, momentum, tiny, zero):
-        """Train one run for one epoch in place; return its summed cross-entropy and correct count.
+@numba.njit(nogil=True, cache=True)
+def relu(value, zero):
+    """Return max(value, 0), NaN for NaN as np.maximum does."""
+    return zero if value < zero else value
 
-        x (N, D), y (N,), perm (N,) the epoch's order; W1, V1 (H1, D); b1 (H1,); W2 (H1, H2);
-        b2 (H2,); W3 (H2, C); b3 (C,), with velocities of the same shapes.
-        """
-        num_hidden1, num_inputs = W1.shape
-        num_hidden2, num_classes = W3.shape
-        num_samples = perm.shape[0]
-        B = batch_size
 
-        a1 = np.empty((B, num_hidden1), W1.dtype)  # layer-1 pre-activations, then h1
-        a1_next = np.empty((B, num_hidden1), W1.dtype)
-        h2 = np.empty((B, num_hidden2), W1.dtype)
-        shifted = np.empty(num_classes, W1.dtype)
-        probs = np.empty((B, num_classes), W1.dtype)
-        dh2 = np.empty((B, num_hidden2), W1.dtype)
-        dh1 = np.empty((B, num_hidden1), W1.dtype)
-        tile = min(num_inputs, TILE_COLUMNS)
-        grad = np.empty(tile, W1.dtype)
-        dW2 = np.empty(num_hidden1 * num_hidden2, W1.dtype)
-        db2 = np.empty(num_hidden2, W1.dtype)
-        dW3 = np.empty(num_hidden2 * num_classes, W1.dtype)
-        db3 = np.empty(num_classes, W1.dtype)
-        db1 = np.empty(num_hidden1, W1.dtype)
+@numba.njit(nogil=True, cache=True)
+def argmax_first_nan(row):
+    """Return the index of the maximum of `row`, or of its first NaN, as np.argmax does."""
+    best = 0
+    for c in range(1, row.shape[0]):
+        if np.isnan(row[best]):
+            break
+        if row[c] > row[best] or np.isnan(row[c]):
+            best = c
+    return best
 
-        first = perm[0:min(B, num_samples)]
-        for b in range(first.shape[0]):
-            for r in range(num_hidden1):
-                a1[b, r] = dot(W1[r], x[first[b]], zero)
 
-        total_ce = 0.0
-        total_correct = 0
-        for start in range(0, num_samples, B):
-            batch = perm[start:min(start + B, num_samples)]
-            next_batch = perm[min(start + B, num_samples):min(start + 2 * B, num_samples)]
-            n = batch.shape[0]
+@numba.njit(nogil=True, cache=True)
+def forward_loss(a1, b1, W2, b2, W3, b3, labels, h2, probs, shifted, zero):
+    """Run one run's forward pass on a batch of n = labels.shape[0] samples, in place.
 
-            # Forward: h1 = relu(a1 + b1), h2 = relu(h1 W2 + b2), logits = h2 W3 + b3.
-            for b in range(n):
-                for r in range(num_hidden1):
-                    a1[b, r] = relu(a1[b, r] + b1[r], zero)
-            for b in range(n):
-                for k in range(num_hidden2):
-                    total = zero
-                    for i in range(num_hidden1):
-                        total += a1[b, i] * W2[i, k]
-                    h2[b, k] = relu(total + b2[k], zero)
-            batch_ce = zero
-            for b in range(n):
-                for c in range(num_classes):
-                    total = zero
-                    for k in range(num_hidden2):
-                        total += h2[b, k] * W3[k, c]
-                    shifted[c] = total + b3[c]
-                label = y[batch[b]]
-                if argmax_first_nan(shifted) == label:
-                    total_correct += 1
+    a1 (n, H1) contains the layer-1 pre-activations and receives h1 = relu(a1 + b1); h2 (n, H2)
+    receives relu(h1 W2 + b2); probs (n, C) receives dlogits = (p - t) / n, where p is the
+    softmax of the logits h2 W3 + b3. shifted (C,) is scratch. Returns the summed
+    cross-entropy (in the arrays' dtype) and the number of correct predictions.
+    """
+    n = labels.shape[0]
+    num_hidden1, num_hidden2 = W2.shape
+    num_classes = W3.shape[1]
+    for b in range(n):
+        for i in range(num_hidden1):
+            a1[b, i] = relu(a1[b, i] + b1[i], zero)
+    for b in range(n):
+        for k in range(num_hidden2):
+            total = zero
+            for i in range(num_hidden1):
+                total += a1[b, i] * W2[i, k]
+            h2[b, k] = relu(total + b2[k], zero)
 
-                # Cross-entropy via log-softmax with the row maximum subtracted (NaN propagates,
-                # as in np.max); dlogits = (p - t) / n.
-                row_max = shifted[0]
-                for c in range(1, num_classes):
-                    if shifted[c] > row_max or np.isnan(shifted[c]):
-                        row_max = shifted[c]
-                row_sum = zero
-                for c in range(num_classes):
-                    shifted[c] -= row_max
-                    probs[b, c] = np.exp(shifted[c])
-                    row_sum += probs[b, c]
-                batch_ce += np.log(row_sum) - shifted[label]
-                for c in range(num_classes):
-                    probs[b, c] /= row_sum
-                probs[b, label] -= 1
-                for c in range(num_classes):
-                    probs[b, c] /= n
-            total_ce += batch_ce
-            dlogits = probs
-
-            # Backward; layer 1's input gradient is not needed.
+    batch_ce = zero
+    correct = 0
+    for b in range(n):
+        for c in range(num_classes):
+            total = zero
             for k in range(num_hidden2):
-                for c in range(num_classes):
-                    total = zero
-                    for b in range(n):
-                        total += h2[b, k] * dlogits[b, c]
-                    dW3[k * num_classes + c] = total
+                total += h2[b, k] * W3[k, c]
+            shifted[c] = total + b3[c]
+        label = labels[b]
+        if argmax_first_nan(shifted) == label:
+            correct += 1
+
+        # Log-softmax with the row maximum subtracted; a NaN maximum propagates, as np.max's.
+        row_max = shifted[0]
+        for c in range(1, num_classes):
+            if shifted[c] > row_max or np.isnan(shifted[c]):
+                row_max = shifted[c]
+        row_sum = zero
+        for c in range(num_classes):
+            shifted[c] -= row_max
+            probs[b, c] = np.exp(shifted[c])
+            row_sum += probs[b, c]
+        batch_ce += np.log(row_sum) - shifted[label]
+        for c in range(num_classes):
+            probs[b, c] /= row_sum
+        probs[b, label] -= 1
+        for c in range(num_classes):
+            probs[b, c] /= n
+    return batch_ce, correct
+
+
+@numba.njit(nogil=True, cache=True)
+def backward(h1, h2, dlogits, W2, W3, dh2, dh1, dW2, db2, dW3, db3, db1, zero):
+    """Compute one run's gradients from dlogits (n, C), except layer 1's weight gradient.
+
+    h1 (n, H1) and h2 (n, H2) are the ReLU outputs. Writes dh2 (n, H2), dh1 (n, H1) (the
+    gradients at the pre-activations), dW2 (H1*H2,), dW3 (H2*C,) flat, and the bias
+    gradients db1, db2, db3. The ReLU masks multiply, as numpy's do, so NaN stays NaN.
+    """
+    n = dlogits.shape[0]
+    num_hidden1, num_hidden2 = W2.shape
+    num_classes = W3.shape[1]
+    for k in range(num_hidden2):
+        for c in range(num_classes):
+            total = zero
+            for b in range(n):
+                total += h2[b, k] * dlogits[b, c]
+            dW3[k * num_classes + c] = total
+    for c in range(num_classes):
+        total = zero
+        for b in range(n):
+            total += dlogits[b, c]
+        db3[c] = total
+    for b in range(n):
+        for k in range(num_hidden2):
+            total = zero
             for c in range(num_classes):
-                total = zero
-                for b in range(n):
-                    total += dlogits[b, c]
-                db3[c] = total
+                total += dlogits[b, c] * W3[k, c]
+            dh2[b, k] = total if h2[b, k] > zero else total * zero
+    for i in range(num_hidden1):
+        for k in range(num_hidden2):
+            total = zero
             for b in range(n):
-                for k in range(num_hidden2):
-                    total = zero
-                    for c in range(num_classes):
-                        total += dlogits[b, c] * W3[k, c]
-                    dh2[b, k] = total if h2[b, k] > zero else total * zero
-            for i in range(num_hidden1):
-                for k in range(num_hidden2):
-                    total = zero
-                    for b in range(n):
-                        total += a1[b, i] * dh2[b, k]
-                    dW2[i * num_hidden2 + k] = total
+                total += h1[b, i] * dh2[b, k]
+            dW2[i * num_hidden2 + k] = total
+    for k in range(num_hidden2):
+        total = zero
+        for b in range(n):
+            total += dh2[b, k]
+        db2[k] = total
+    for b in range(n):
+        for i in range(num_hidden1):
+            total = zero
             for k in range(num_hidden2):
-                total = zero
-                for b in range(n):
-                    total += dh2[b, k]
-                db2[k] = total
-            for b in range(n):
-                for i in range(num_hidden1):
-                    total = zero
-                    for k in range(num_hidden2):
-                        total += dh2[b, k] * W2[i, k]
-                    dh1[b, i] = total if a1[b, i] > zero else total * zero
-            for i in range(num_hidden1):
-                total = zero
-                for b in range(n):
-                    total += dh1[b, i]
-                db1[i] = total
+                total += dh2[b, k] * W2[i, k]
+            dh1[b, i] = total if h1[b, i] > zero else total * zero
+    for i in range(num_hidden1):
+        total = zero
+        for b in range(n):
+            total += dh1[b, i]
+        db1[i] = total
 
-            # Momentum updates. Layer 1's pass also computes the next batch's layer-1 output.
-            layer1_step(W1, V1, dh1[:n], x, batch, next_batch, eps, momentum, tile, grad,
-                        a1_next, tiny, zero)
-            momentum_step(b1, vb1, db1, eps, momentum)
-            momentum_step(W2.reshape(-1), V2.reshape(-1), dW2, eps, momentum)
-            momentum_step(b2, vb2, db2, eps, momentum)
-            momentum_step(W3.reshape(-1), V3.reshape(-1), dW3, eps, momentum)
-            momentum_step(b3, vb3, db3, eps, momentum)
-            a1, a1_next = a1_next, a1
-        return total_ce, total_correct
 
-    @numba.njit(nogil=True)
-    def train_epoch_per_run(x, y, perm, batch_size, W1T, b1, W2, b2, W3, b3, V1, vb1, V2, vb2, V3, vb3,
-                            eps, momentum, tiny, zero, ce_out, correct_out):
-        """Train each of the M runs for one epoch, one run after the other, in place.
+@numba.njit(nogil=True, cache=True)
+def train_run_epoch(x, y, perm, batch_size, W1, b1, W2, b2, W3, b3, V1, vb1, V2, vb2, V3, vb3,
+                    eps, momentum, tiny, zero):
+    """Train one run for one epoch in place; return its summed cross-entropy and correct count.
 
-        Writes per-run summed cross-entropy to ce_out (M,) float64 and correct predictions to
-        correct_out (M,) int64.
-        """
-        num_hidden1 = W2.shape[1]
-        for m in range(eps.shape[0]):
-            rows = slice(m * num_hidden1, (m + 1) * num_hidden1)
-            ce_out[m], correct_out[m] = train_run_epoch(
-                x, y, perm, batch_size, W1T[rows], b1[rows], W2[m], b2[m], W3[m], b3[m],
-                V1[rows], vb1[rows], V2[m], vb2[m], V3[m], vb3[m], eps[m], momentum[m], tiny, zero,
-            )
+    x (N, D), y (N,), perm (N,) the epoch's order; W1, V1 (H1, D); b1 (H1,); W2 (H1, H2);
+    b2 (H2,); W3 (H2, C); b3 (C,), with velocities of the same shapes.
+    """
+    num_hidden1, num_inputs = W1.shape
+    num_hidden2, num_classes = W3.shape
+    num_samples = perm.shape[0]
+    B, dtype = batch_size, W1.dtype
 
-    return SimpleNamespace(train_epoch_per_run=train_epoch_per_run, update_layer1=update_layer1, layer1_step=layer1_step)
+    a1 = np.empty((B, num_hidden1), dtype)  # layer-1 pre-activations, then h1
+    a1_next = np.empty((B, num_hidden1), dtype)
+    h2, dh2 = np.empty((B, num_hidden2), dtype), np.empty((B, num_hidden2), dtype)
+    probs, shifted = np.empty((B, num_classes), dtype), np.empty(num_classes, dtype)
+    labels = np.empty(B, np.int64)
+    dh1, db1 = np.empty((B, num_hidden1), dtype), np.empty(num_hidden1, dtype)
+    dW2, db2 = np.empty(num_hidden1 * num_hidden2, dtype), np.empty(num_hidden2, dtype)
+    dW3, db3 = np.empty(num_hidden2 * num_classes, dtype), np.empty(num_classes, dtype)
+    tile = min(num_inputs, TILE_COLUMNS)
+    grad = np.empty(tile, dtype)
+
+    # Later batches get their layer-1 output from the previous step's layer-1 pass.
+    first = perm[0:min(B, num_samples)]
+    for b in range(first.shape[0]):
+        for r in range(num_hidden1):
+            a1[b, r] = dot(W1[r], x[first[b]], zero)
+
+    total_ce = 0.0
+    total_correct = 0
+    for start in range(0, num_samples, B):
+        batch = perm[start:min(start + B, num_samples)]
+        next_batch = perm[min(start + B, num_samples):min(start + 2 * B, num_samples)]
+        n = batch.shape[0]
+        for b in range(n):
+            labels[b] = y[batch[b]]
+
+        batch_ce, correct = forward_loss(a1[:n], b1, W2, b2, W3, b3, labels[:n], h2, probs, shifted, zero)
+        total_ce += batch_ce
+        total_correct += correct
+        backward(a1[:n], h2[:n], probs[:n], W2, W3, dh2, dh1, dW2, db2, dW3, db3, db1, zero)
+
+        # Momentum updates; the layer-1 pass also computes the next batch's layer-1 output.
+        layer1_step(W1, V1, dh1[:n], x, batch, next_batch, eps, momentum, tile, grad, a1_next, tiny, zero)
+        momentum_step(b1, vb1, db1, eps, momentum)
+        momentum_step(W2.reshape(-1), V2.reshape(-1), dW2, eps, momentum)
+        momentum_step(b2, vb2, db2, eps, momentum)
+        momentum_step(W3.reshape(-1), V3.reshape(-1), dW3, eps, momentum)
+        momentum_step(b3, vb3, db3, eps, momentum)
+        a1, a1_next = a1_next, a1
+    return total_ce, total_correct
+
+
+@numba.njit(nogil=True, cache=True)
+def train_epoch_per_run(x, y, perm, batch_size, W1T, b1, W2, b2, W3, b3, V1, vb1, V2, vb2, V3, vb3,
+                        eps, momentum, tiny, zero, ce_out, correct_out):
+    """Train each of the M runs for one epoch, one run after the other, in place.
+
+    Writes per-run summed cross-entropy to ce_out (M,) float64 and correct predictions to
+    correct_out (M,) int64.
+    """
+    num_hidden1 = W2.shape[1]
+    for m in range(eps.shape[0]):
+        rows = slice(m * num_hidden1, (m + 1) * num_hidden1)
+        ce_out[m], correct_out[m] = train_run_epoch(
+            x, y, perm, batch_size, W1T[rows], b1[rows], W2[m], b2[m], W3[m], b3[m],
+            V1[rows], vb1[rows], V2[m], vb2[m], V3[m], vb3[m], eps[m], momentum[m], tiny, zero,
+        )
