@@ -140,7 +140,7 @@ def check_values(cfg: DictConfig | dict) -> list[str]:
         problems.append(_problem("dtype", c["dtype"], f"dtype must be one of {', '.join(DTYPES)}", "dtype=float32"))
     if not c["max_ce"] > 0:
         problems.append(
-            _problem("max_ce", c["max_ce"], "the divergence bound on cross-entropy must be > 0", "max_ce=1000")
+            _problem("max_ce", c["max_ce"], "the divergence bound on cross-entropy must be > 0", "max_ce=100")
         )
 
     launcher = c["launcher"]
