@@ -16,7 +16,7 @@ from tfd_sweep import metrics
 BASE_CONFIG = {
     "eps": 0.01, "momentum": 0.0, "batch_size": 100, "num_epochs": 5,
     "num_hiddens": [16, 32], "seed": 0, "dtype": "float64", "check_grad": False,
-    "max_ce": 1000.0, "data": {"path": None},
+    "max_ce": 100.0, "data": {"path": None},
 }
 SYNTHETIC_DATASET = {
     "name": "synthetic-faces", "source": "built-in", "sha256": "ab" * 32, "synthetic": True,

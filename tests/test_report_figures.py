@@ -25,7 +25,7 @@ def large_sweep(tmp_path_factory):
     sweep_dir = tmp_path_factory.mktemp("large") / "sweep"
     base = {"eps": 0.01, "momentum": 0.0, "batch_size": 100, "num_epochs": 2,
             "num_hiddens": [16, 32], "seed": 0, "dtype": "float64", "check_grad": False,
-            "max_ce": 1000.0, "data": {"path": None}}
+            "max_ce": 100.0, "data": {"path": None}}
     make_sweep(sweep_dir, LARGE_GRID, statuses={14: "diverged", 29: "failed"}, base=base)
     return sweep_dir
 

@@ -10,13 +10,13 @@ from _fake_sweep import make_optimization_sweep
 from tfd_sweep import metrics
 from tfd_sweep.data import BUILTIN, load_dataset
 from tfd_sweep.errors import UserError
-from tfd_sweep.reproduce import (command_for, compare_metrics, main, reproduce_run,
-                                 select_run)
+from tfd_sweep.reproduce import (command_for, compare_metrics, configured_max_ce, main,
+                                 reproduce_run, select_run)
 from tfd_sweep.trainer import RunSpec, train
 
 CONFIG = {"eps": 0.1, "momentum": 0.9, "batch_size": 500, "num_epochs": 2,
           "num_hiddens": [4, 4], "seed": 3, "dtype": "float64", "check_grad": False,
-          "max_ce": 1000.0, "data": {"path": BUILTIN}}
+          "max_ce": 100.0, "data": {"path": BUILTIN}}
 
 
 def _json_number(value):
@@ -173,6 +173,19 @@ def test_command_quotes_hidden_sizes_and_data_path():
     assert command_for(result) == (
         "python -m tfd_sweep eps=1e-05 momentum=0.9 batch_size=500 num_epochs=2 "
         "'num_hiddens=[4,4]' seed=3 dtype=float64 max_ce=50.0 'data.path=/data/my faces.npz'")
+
+
+def test_command_omits_default_max_ce():
+    result = {"config": {**CONFIG, "max_ce": configured_max_ce()},
+              "dataset": {"source": "built-in", "synthetic": True}}
+    assert "max_ce" not in command_for(result)
+
+
+def test_command_states_max_ce_of_older_default():
+    # A run recorded under an earlier default must not retrain with today's bound.
+    result = {"config": {**CONFIG, "max_ce": 1000.0}, "dataset": {"source": "built-in", "synthetic": True}}
+    assert configured_max_ce() != 1000.0
+    assert "max_ce=1000.0 data.path=builtin" in command_for(result)
 
 
 def test_command_keeps_builtin_choice():

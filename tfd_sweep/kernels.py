@@ -43,6 +43,7 @@ TILE_COLUMNS = 512
 # multiply-add there, so the updates round as numpy's do.
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz"})
 def dot(a, b, zero):
+    """Return the dot product of the vectors a and b, summed in the arrays' dtype."""
     total = zero  # typed as the arrays' dtype, so float32 sums stay in float32
     for j in range(a.shape[0]):
         total += a[j] * b[j]

@@ -25,7 +25,9 @@ from tfd_sweep.errors import UserError
 logger = logging.getLogger(__name__)
 
 DEFAULT_RTOL = 1e-6
+# max_ce of a result.json that does not record it (the trainer's own default).
 DEFAULT_MAX_CE = 1000.0
+CONFIG_FILE = Path(__file__).resolve().parent.parent / "conf" / "config.yaml"
 # Metrics that must be equal, not close.
 EXACT_METRICS = ("best_epoch", "epochs_run")
 COMPARED_METRICS = metrics.FINAL_METRICS + metrics.BEST_METRICS + ("epochs_run",)
@@ -62,12 +64,27 @@ def command_for(result: dict) -> str:
     parts.append(f"seed={config['seed']}")
     parts.append(f"dtype={config.get('dtype', 'float64')}")
     max_ce = config.get("max_ce", DEFAULT_MAX_CE)
-    if max_ce is not None and float(max_ce) != DEFAULT_MAX_CE:
-        parts.append(f"max_ce={_override_value(max_ce)}")
+    # The command leaves max_ce out only when the run used today's default, because a run
+    # recorded under an older default would otherwise retrain with a different bound.
+    if max_ce is not None and float(max_ce) != configured_max_ce():
+        parts.append(f"max_ce={_override_value(float(max_ce))}")
     data_path = data_path_for(result)
     if data_path:
         parts.append(f"data.path={data_path}")
     return " ".join(shlex.quote(part) for part in parts)
+
+
+def configured_max_ce() -> float | None:
+    """Return the default max_ce of conf/config.yaml, or None if that file is unreadable."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(CONFIG_FILE.read_text(encoding="utf-8")).get("max_ce")
+        return None if value is None else float(value)
+    except (OSError, ValueError, AttributeError, TypeError, yaml.YAMLError) as error:
+        logger.warning("could not read max_ce from %s (%s); reproduce commands will state "
+                       "max_ce explicitly", CONFIG_FILE, error)
+        return None
 
 
 def _override_value(value) -> str:
