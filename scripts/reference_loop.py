@@ -69,7 +69,7 @@ def one_hot(labels, num_classes=NUM_CLASSES):
 
 
 def forward(params, x):
-    """Return a new dict of activations for inputs x (N, D); 'y' holds the logits (N, C)."""
+    """Return a new dict of activations for inputs x (N, D); 'y' is the logits (N, C)."""
     h1_in = affine(x, params["W1"], params["b1"])
     h1 = relu(h1_in)
     h2_in = affine(h1, params["W2"], params["b2"])
