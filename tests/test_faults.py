@@ -419,10 +419,9 @@ def test_full_disk_fails_runs_with_os_error(tmp_path, course_file, tfd, tmpfs):
         assert f"#{name} failed:" in output
         assert not (sweep_dir / name / "weights.npz").exists()
     assert temporary_files(disk) == []
-    if "Traceback" in reporting:
-        # NOTE: the report writes report.html with a plain write_text, and its callback logs the
-        # OSError with a traceback. This check passes once the report's own code changes.
-        pytest.xfail("the sweep report on a full disk fails with a traceback instead of one message")
+    assert "Traceback" not in reporting
+    assert "could not build the sweep report: Cannot write" in reporting
+    assert not (sweep_dir / "report.html").exists() or (sweep_dir / "report.html").stat().st_size > 0
 
 
 @pytest.mark.timeout(180)

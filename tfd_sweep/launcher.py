@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tfd_sweep.compose import SweepComposer
 from tfd_sweep.errors import UserError
 from tfd_sweep.grouping import Group, Job, make_groups
-from tfd_sweep.metrics import STATUS_DIVERGED, STATUS_FAILED, SWEEP_FILE
+from tfd_sweep.metrics import STATUS_DIVERGED, STATUS_FAILED, STATUS_NOT_RUN, SWEEP_FILE
 from tfd_sweep.progress import SweepProgress
 
 log = logging.getLogger("tfd_sweep.launcher")
@@ -452,6 +452,6 @@ def job_returns(jobs: Sequence[Job], job_configs: dict[int, DictConfig], summari
         ret = JobReturn(overrides=list(job.overrides), cfg=cfg, hydra_cfg=None,
                         working_dir=str(sweep_dir / job.subdir), task_name=str(cfg.hydra.job.name),
                         status=JobStatus.COMPLETED)
-        ret.return_value = summaries.get(job.num, {"num": job.num, "status": "not run"})
+        ret.return_value = summaries.get(job.num, {"num": job.num, "status": STATUS_NOT_RUN})
         returns.append(ret)
     return returns

@@ -20,6 +20,8 @@ STATUS_OK = "ok"
 STATUS_DIVERGED = "diverged"
 STATUS_FAILED = "failed"
 STATUSES = (STATUS_OK, STATUS_DIVERGED, STATUS_FAILED)
+# A planned run of a sweep without result.json: not started, or stopped before it finished.
+STATUS_NOT_RUN = "not run"
 
 # File names inside a run directory.
 RESULT_FILE = "result.json"

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tfd_sweep import metrics
+from tfd_sweep.runfiles import atomic_write
 from tfd_sweep.tables import count_parameters
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def _save(figure, path: Path) -> Path:
     clipped = clipped_texts(figure)
     if clipped:
         logger.warning("%s: text reaches outside the figure: %s", path.name, clipped)
-    figure.savefig(path, format="png")
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
     logger.debug("wrote %s", path)
     return path
 

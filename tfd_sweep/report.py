@@ -24,6 +24,7 @@ from tfd_sweep import __version__, i18n, metrics, plots, tables
 from tfd_sweep.errors import UserError
 from tfd_sweep.reproduce import command_for, data_path_for
 from tfd_sweep.results import STATUS_NOT_RUN, Sweep, load_sweep
+from tfd_sweep.runfiles import atomic_write, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def build_report(sweep_dir, lang: str = "en", metric: str = "valid_ce",
         best_command = command_for(result)
         check_command = f"python -m tfd_sweep.reproduce {_quote(str(out))} --run {int(best['job_num'])}"
         files.append(_write_best_config(result, best, metric, mode, best_command, out / BEST_CONFIG))
-        (out / BEST_COMMAND).write_text(best_command + "\n", encoding="utf-8")
+        write_text(out / BEST_COMMAND, best_command + "\n")
         files.append(out / BEST_COMMAND)
 
     counts = {status: int((sweep.results["status"] == status).sum())
@@ -112,8 +113,8 @@ def build_report(sweep_dir, lang: str = "en", metric: str = "valid_ce",
     report = Report(out, out / REPORT_HTML, out / REPORT_MD, best, best_command, check_command,
                     counts, files)
     context = _Context(sweep, text, metric, mode, summaries, ranking, figures, report)
-    report.html_path.write_text(render_html(context), encoding="utf-8")
-    report.md_path.write_text(render_markdown(context), encoding="utf-8")
+    write_text(report.html_path, render_html(context))
+    write_text(report.md_path, render_markdown(context))
     files.extend([report.html_path, report.md_path])
     logger.info("wrote %s and %s", report.html_path, report.md_path)
     return report
@@ -191,7 +192,7 @@ def _heatmap_axes(grid_keys: list[str]) -> tuple[str, str]:
 
 
 def _write_csv(frame: pd.DataFrame, path: Path, index: bool = False) -> Path:
-    frame.to_csv(path, index=index)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=index))
     return path
 
 
@@ -206,7 +207,7 @@ def _write_best_config(result: dict, best: pd.Series, metric: str, mode: str, co
     values["data"] = {"path": data_path_for(result)}
     header = (f"# Best run of this sweep by {metric} ({mode}): run {int(best['job_num'])}, "
               f"{metric} = {best[metric]:.6g}\n# Reproduce: {command}\n")
-    path.write_text(header + yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    write_text(path, header + yaml.safe_dump(values, sort_keys=False))
     return path
 
 

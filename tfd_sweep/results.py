@@ -25,7 +25,7 @@ from tfd_sweep.errors import UserError
 logger = logging.getLogger(__name__)
 
 # Status of a planned job without result.json: never started, still running or interrupted.
-STATUS_NOT_RUN = "not run"
+STATUS_NOT_RUN = metrics.STATUS_NOT_RUN
 MULTIRUN_FILE = "multirun.yaml"
 
 # Config keys kept as results.csv columns besides metrics.HYPERPARAMETERS.

@@ -120,7 +120,7 @@ def _optimization_tables(results: pd.DataFrame) -> list[SummaryTable]:
         momentum_values = sorted(rows["momentum"].dropna().unique())
         frame = pd.DataFrame(math.nan, index=pd.Index(eps_values, name="eps"),
                              columns=pd.Index(momentum_values, name="momentum"))
-        display = pd.DataFrame("not run", index=frame.index, columns=frame.columns)
+        display = pd.DataFrame(metrics.STATUS_NOT_RUN, index=frame.index, columns=frame.columns)
         for (eps, momentum), cell in rows.groupby(["eps", "momentum"]):
             # Only ok runs count: a diverged run may still report a finite valid_ce.
             value = _mean_if_finite(cell[cell["status"] == metrics.STATUS_OK]["valid_ce"])
@@ -176,7 +176,7 @@ def seed_summary(results: pd.DataFrame) -> pd.DataFrame | None:
     """
     keys = [key for key in metrics.HYPERPARAMETERS + ("max_ce",)
             if key != "seed" and key in results and results[key].notna().any()]
-    finished = results[results["status"] != "not run"]
+    finished = results[results["status"] != metrics.STATUS_NOT_RUN]
     if finished.empty or not keys:
         return None
     sizes = finished.groupby(keys, dropna=False)["seed"].nunique()
@@ -201,7 +201,7 @@ def seed_summary(results: pd.DataFrame) -> pd.DataFrame | None:
 
 def _metrics_by(results: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Return the mean of SUMMARY_METRICS per combination of `keys`, with counts of runs."""
-    finished = results[results["status"] != "not run"]
+    finished = results[results["status"] != metrics.STATUS_NOT_RUN]
     rows = []
     for group_values, group in results.groupby(keys, sort=True, dropna=False):
         row = dict(zip(keys, group_values if isinstance(group_values, tuple) else (group_values,)))
