@@ -105,6 +105,17 @@ def test_resumed_sweep_trains_only_missing_runs(tfd, tmp_path):
         assert (sweep_dir / str(num) / "result.json").stat().st_mtime_ns == mtime
 
 
+def test_rerun_of_finished_sweep_trains_nothing(tfd, tmp_path):
+    args = ["eps=0.001,0.01", *FAST]
+    _, proc = run_sweep(tfd, tmp_path, "s", args)
+    assert proc.returncode == 0, proc.stderr
+    _, proc = run_sweep(tfd, tmp_path, "s", args)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    assert "nothing to train: every run has finished" in log
+    assert "Traceback" not in log
+
+
 def test_other_sweep_in_same_directory_is_refused(tfd, tmp_path):
     sweep_dir, proc = run_sweep(tfd, tmp_path, "s", ["eps=0.001,0.01", *FAST])
     assert proc.returncode == 0, proc.stderr
@@ -123,8 +134,16 @@ def test_invalid_values_anywhere_stop_the_sweep(tfd, tmp_path):
     assert "eps=-1.0 is invalid: the learning rate must be > 0. Example: eps=0.01 (runs 2, 3)" in log
     assert "momentum=1.5 is invalid: momentum must be in [0, 1), 0 for plain SGD. Example: momentum=0.9 (runs 1, 3)" in log
     assert "Traceback" not in log
-    assert not list(sweep_dir.glob("*/result.json"))
-    assert not (sweep_dir / "0").exists()
+    assert not sweep_dir.exists()
+
+
+def test_rejected_sweep_keeps_old_multirun_record(tfd, tmp_path):
+    sweep_dir, proc = run_sweep(tfd, tmp_path, "s", ["eps=0.001,0.01", *FAST])
+    assert proc.returncode == 0, proc.stderr
+    before = (sweep_dir / "multirun.yaml").read_text()
+    _, proc = run_sweep(tfd, tmp_path, "s", ["eps=0.5,0.6", *FAST])
+    assert proc.returncode == 2
+    assert (sweep_dir / "multirun.yaml").read_text() == before
 
 
 def test_list_values_and_small_floats_keep_their_types(tfd, tmp_path):

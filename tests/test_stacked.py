@@ -204,3 +204,89 @@ def test_grad_check_recorded_for_runs_that_ask():
     results = stacked.train_group(specs, make_tiny_dataset())
     assert results[0].grad_check is None
     assert set(results[1].grad_check) == set(model.PARAM_NAMES)
+
+
+def numpy_softmax_cross_entropy(logits, labels):
+    """Return dlogits, summed cross-entropy and correct count per run, as the numpy step computes them."""
+    n = logits.shape[1]
+    rows = np.arange(n)
+    correct = np.count_nonzero(logits.argmax(axis=2) == labels, axis=1)
+    shifted = logits - logits.max(axis=2, keepdims=True)
+    probs = np.exp(shifted)
+    row_sum = probs.sum(axis=2)
+    ce_sum = (np.log(row_sum) - shifted[:, rows, labels]).sum(axis=1)
+    probs /= row_sum[:, :, None]
+    probs[:, rows, labels] -= 1
+    probs /= n
+    return probs, ce_sum, correct
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numba_softmax_rounds_as_numpy(dtype):
+    compiled = compiled_kernels()
+    rng = np.random.default_rng(2)
+    logits = (3 * rng.standard_normal((4, 9, 7))).astype(dtype)
+    logits[1, 2, 3] = np.nan  # a diverged run's row
+    logits[2, 4, :2] = logits[2, 4].max() + 1  # a tie for the maximum
+    labels = rng.integers(0, 7, 9)
+    expected_probs, expected_ce, expected_correct = numpy_softmax_cross_entropy(logits, labels)
+
+    probs, row_max = np.empty_like(logits), np.empty((4, 9), dtype)
+    ce_sum, correct = np.empty(4, dtype), np.empty(4, np.int64)
+    with np.errstate(invalid="ignore"):
+        compiled.softmax_cross_entropy(logits, labels, probs, row_max, ce_sum, correct)
+    np.testing.assert_array_equal(probs, expected_probs)  # NaN rows compare equal
+    np.testing.assert_allclose(ce_sum, expected_ce, rtol=10 * np.finfo(dtype).eps)  # the batch sum adds in another order
+    np.testing.assert_array_equal(correct, expected_correct)
+
+
+def test_numba_relu_backward_rounds_as_numpy():
+    compiled = compiled_kernels()
+    rng = np.random.default_rng(3)
+    grad, h = rng.standard_normal((3, 5, 4)), rng.standard_normal((3, 5, 4))
+    grad[0, 1, 2], h[0, 1, 2] = np.nan, -1.0  # NaN stays NaN under the mask, as numpy's
+    expected_grad = grad * (h > 0)
+    expected_bias_grad = expected_grad.sum(axis=1)
+
+    bias_grad = np.empty((3, 4))
+    compiled.relu_backward(grad, h, bias_grad, 0.0)
+    np.testing.assert_array_equal(grad, expected_grad)
+    np.testing.assert_array_equal(bias_grad, expected_bias_grad)
+
+    summed = np.empty((3, 4))
+    compiled.sum_over_batch(expected_grad, summed)
+    np.testing.assert_array_equal(summed, expected_bias_grad)
+
+
+@pytest.mark.parametrize("apply_relu", [True, False])
+def test_numba_add_bias_rounds_as_numpy(apply_relu):
+    compiled = compiled_kernels()
+    rng = np.random.default_rng(4)
+    a, bias = rng.standard_normal((3, 5, 4)), rng.standard_normal((3, 4))
+    a[1, 2, 3] = np.nan  # np.maximum keeps NaN
+    expected = a + bias[:, None, :]
+    if apply_relu:
+        expected = np.maximum(expected, 0)
+
+    compiled.add_bias(a, bias, apply_relu, 0.0)
+    np.testing.assert_array_equal(a, expected)
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_numba_update_skipping_inactive_units_rounds_alike(momentum):
+    compiled = compiled_kernels()
+    rng = np.random.default_rng(5)
+    W1T, V1 = rng.standard_normal((6, 20)), rng.standard_normal((6, 20))
+    V1[4] = 0  # an inactive unit whose velocity has decayed to zero
+    dh1, xb = rng.standard_normal((3, 6)), rng.uniform(size=(3, 20))
+    dh1[:, [1, 4]] = 0  # inactive units: their rows of the gradient are zero
+    grad = dh1.T @ xb
+    eps_rows, momentum_rows = np.full(6, 0.1), np.full(6, momentum)
+    expected_w, expected_v = W1T.copy(), V1.copy()
+    compiled.update_layer1(expected_w, expected_v, grad, eps_rows, momentum_rows, np.finfo(float).tiny, 0.0)
+
+    active = dh1.any(axis=0)
+    active_grad = grad[active]  # only the rows of active units are passed
+    compiled.update_layer1_active(W1T, V1, active_grad, active, eps_rows, momentum_rows, np.finfo(float).tiny, 0.0)
+    np.testing.assert_array_equal(W1T, expected_w)
+    np.testing.assert_array_equal(V1, expected_v)

@@ -132,36 +132,39 @@ def task(cfg: DictConfig) -> None:
         sys.exit(code)
 
 
-def check_output_location(argv: list[str]) -> Path | None:
+def check_output_location(argv: list[str]) -> tuple[Path | None, bool]:
     """Raise UserError when the run or sweep directory of a command line cannot be created.
 
     Hydra creates that directory before any tfd_sweep code runs and shows a traceback when it
     fails, so the check runs first. A directory named with an interpolation such as
     ${now:...} is checked up to its fixed part (outputs/sweeps for the default). Returns the
-    directory when its name has no interpolation, else None.
+    directory when its name has no interpolation, else None, and whether this check created it.
     """
     from tfd_sweep import runfiles
     from tfd_sweep.overrides import INFO_FLAGS, is_multirun, last_value
 
     if any(arg in INFO_FLAGS or arg.split("=", 1)[0] in INFO_FLAGS for arg in argv):
-        return None
+        return None, False
     key = "hydra.sweep.dir" if is_multirun(argv) else "hydra.run.dir"
     value = last_value(argv, key)
     if value is None:
         value = _default_output_dir(key)
     if value is None:
-        return None
+        return None, False
     fixed = value.split("${", 1)[0]
     if "${" in value:
         fixed = fixed.rpartition("/")[0]  # a partly written name such as "run_${now:...}" is not checked
     if not fixed:
-        return None  # the name starts with an interpolation such as ${oc.env:HOME}: Hydra resolves it
+        return None, False  # the name starts with an interpolation such as ${oc.env:HOME}: Hydra resolves it
     directory = Path(fixed)
+    created = not directory.exists()
     try:
         runfiles.check_writable(directory)
     except UserError as exc:
         raise UserError(f"{key}={value}: {exc}") from exc
-    return None if "${" in value else directory
+    if "${" in value:
+        return None, False
+    return directory, created
 
 
 def _default_output_dir(key: str) -> str | None:
@@ -188,11 +191,12 @@ def main() -> None:
     if problems:
         print("tfd_sweep: invalid command line:\n  " + "\n  ".join(problems), file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    named_dir, created = None, False
     try:
-        output_dir = check_output_location(sys.argv[1:])
+        named_dir, created = check_output_location(sys.argv[1:])
         # Hydra writes multirun.yaml into the sweep directory before the launcher locks it, so
         # a sweep directory named on the command line is locked here, before Hydra starts.
-        lock = SweepLock(output_dir) if output_dir is not None and is_multirun(sys.argv[1:]) else nullcontext()
+        lock = SweepLock(named_dir) if named_dir is not None and is_multirun(sys.argv[1:]) else nullcontext()
         with lock:
             schema.register_schema()
             app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(task)
@@ -200,3 +204,11 @@ def main() -> None:
     except UserError as exc:
         print(f"tfd_sweep: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except SystemExit as exc:
+        # A rejected sweep (status 2) trained nothing: leave no empty directory named after it.
+        if exc.code == EXIT_USER_ERROR and named_dir is not None and created:
+            try:
+                named_dir.rmdir()
+            except OSError:
+                pass  # not empty: keep it
+        raise

@@ -237,7 +237,7 @@ def _end_line(summary: dict[str, Any], group: Group, swept: Sequence[str]) -> tu
     status = summary["status"]
     if status == "diverged":
         status = f"diverged at epoch {summary.get('diverged_epoch')}"
-    return logging.INFO, "#%d %s: %s, %s (%.1f s)", num, overrides, status, metric, summary.get("wall_time") or 0.0
+    return logging.INFO, "#%d %s: %s, %s (%.1f s of training)", num, overrides, status, metric, summary.get("wall_time") or 0.0
 
 
 def _handle_pool_failure(exc: Exception, watch: WorkerDeathWatch, groups: Sequence[Group], tasks: Sequence[Any],

@@ -78,7 +78,7 @@ def make_groups(jobs: Sequence[Job], *, stack: bool, max_group_size: int, n_work
                 groups.append(Group(members[start:start + max_group_size]))
 
         # Split the costliest group in two until every worker has a group, or nothing splits.
-        while len(groups) < n_workers:
+        while groups and len(groups) < n_workers:
             groups.sort(key=lambda g: g.cost, reverse=True)
             largest = groups[0]
             if len(largest.jobs) < 2:

@@ -150,7 +150,8 @@ def compose_jobs(config: DictConfig, hydra_context: Any, job_overrides: Sequence
                         spec=schema.run_spec(plain)))
 
     if problems:
-        lines = [f"{message} (runs {', '.join(map(str, nums))})" if len(job_overrides) > 1 else message
+        lines = [f"{message} ({'runs' if len(nums) > 1 else 'run'} {', '.join(map(str, nums))})"
+                 if len(job_overrides) > 1 else message
                  for message, nums in problems.items()]
         raise ConfigError(f"Invalid sweep: {len(problems)} problem(s) found, nothing was run:\n  "
                           + "\n  ".join(lines))
@@ -332,12 +333,15 @@ def log_plan(jobs: Sequence[Job], reused: dict[int, Any], groups: Sequence[Group
     total = sum(costs)
     log.info("plan: %d runs in %d groups on %d %s workers (stacking %s)", to_run, len(groups), n_workers,
              settings["backend"], "on" if settings["stack"] else "off")
-    expensive = [g for g in groups if g.cost > 0.25 * total and len(groups) > 1]
+    # A group is flagged when it costs more than twice an even share of the work.
+    expensive = [g for g in groups if len(groups) > 2 and g.cost > 2 * total / len(groups)]
     for group in groups[:5]:
         spec = group.jobs[0].spec
+        nums = ", ".join(f"#{job.num}" for job in group.jobs[:6]) + (", ..." if len(group.jobs) > 6 else "")
         flag = "  <- expensive" if group in expensive else ""
-        log.info("  group of %d: batch_size=%d num_hiddens=%s num_epochs=%d, %.0f%% of the work%s", len(group.jobs),
-                 spec.batch_size, list(spec.num_hiddens), spec.num_epochs, 100 * group.cost / total, flag)
+        log.info("  %s %s: batch_size=%d num_hiddens=%s num_epochs=%d, %.0f%% of the work%s",
+                 "runs" if len(group.jobs) > 1 else "run", nums, spec.batch_size, list(spec.num_hiddens),
+                 spec.num_epochs, 100 * group.cost / total, flag)
     if len(groups) > 5:
         log.info("  ... and %d smaller groups", len(groups) - 5)
     if any(g.jobs[0].spec.batch_size == 1 for g in groups):

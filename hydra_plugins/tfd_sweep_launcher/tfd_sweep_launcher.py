@@ -6,7 +6,8 @@ settings are the top-level `launcher:` section of conf/config.yaml, not hydra.la
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -64,3 +65,33 @@ class TfdSweepSweeper(BasicSweeper):
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         return None
+
+    def sweep(self, arguments: List[str]) -> Any:
+        # Hydra's sweeper creates the sweep directory and writes multirun.yaml before the launcher
+        # can check the sweep. When the launcher rejects it (exit status 2, nothing trained), put
+        # the directory back as it was: removed if this sweep made it, else its old multirun.yaml.
+        assert self.config is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        existed = sweep_dir.exists()
+        record = sweep_dir / "multirun.yaml"
+        before = record.read_bytes() if record.is_file() else None
+        try:
+            return super().sweep(arguments)
+        except SystemExit as exc:
+            if exc.code == 2:
+                _restore_sweep_dir(sweep_dir, existed, before)
+            raise
+
+
+def _restore_sweep_dir(sweep_dir: Path, existed: bool, multirun_before: Optional[bytes]) -> None:
+    record = sweep_dir / "multirun.yaml"
+    if multirun_before is not None:
+        record.write_bytes(multirun_before)
+        return
+    record.unlink(missing_ok=True)
+    if not existed:
+        (sweep_dir / ".sweep.lock").unlink(missing_ok=True)
+        try:
+            sweep_dir.rmdir()
+        except OSError:
+            pass  # not empty: something else lives there now, so it stays
