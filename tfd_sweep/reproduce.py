@@ -21,6 +21,7 @@ from typing import Callable
 
 from tfd_sweep import metrics
 from tfd_sweep.errors import UserError
+from tfd_sweep.results import to_number
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def compare_metrics(recorded: dict, reproduced: dict, rtol: float) -> list[tuple
     """
     rows = []
     for name in COMPARED_METRICS:
-        old, new = _float(recorded.get(name)), _float(reproduced.get(name))
+        old, new = to_number(recorded.get(name)), to_number(reproduced.get(name))
         if math.isnan(old) or math.isnan(new):
             match = math.isnan(old) and math.isnan(new)
             difference = math.nan
@@ -135,15 +136,6 @@ def compare_metrics(recorded: dict, reproduced: dict, rtol: float) -> list[tuple
                 new, old, rel_tol=rtol, abs_tol=0.0)
         rows.append((name, old, new, difference, match))
     return rows
-
-
-def _float(value) -> float:
-    if value is None:
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 # --- retraining -----------------------------------------------------------------------------

@@ -210,14 +210,14 @@ def _result_row(job: Job, result: dict) -> dict:
     dataset = result.get("dataset") or {}
     values = result.get("metrics") or {}
     row = _config_columns(config)
-    row.update({name: _number(values.get(name)) for name in
+    row.update({name: to_number(values.get(name)) for name in
                 metrics.FINAL_METRICS + metrics.BEST_METRICS + EXTRA_METRICS})
     row.update(
         job_num=job.num,
         status=result.get("status", metrics.STATUS_FAILED),
         error=result.get("error"),
         diverged_epoch=result.get("diverged_epoch"),
-        wall_time=_number(result.get("wall_time")),
+        wall_time=to_number(result.get("wall_time")),
         dataset=dataset.get("name"),
         dataset_synthetic=dataset.get("synthetic"),
         dataset_sha256=dataset.get("sha256"),
@@ -372,7 +372,7 @@ def _read_overrides(run_dir: Path) -> list[str]:
         return []
 
 
-def _number(value) -> float:
+def to_number(value) -> float:
     """Return a float, with null (how result.json stores NaN and inf) as NaN."""
     if value is None:
         return math.nan
