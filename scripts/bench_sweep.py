@@ -75,7 +75,7 @@ def time_to_first_start(args: list[str], workdir: Path, timeout: float = 600) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="course-format .npz (default: the FER2013 stand-in)")
-    parser.add_argument("--epochs", type=int, default=30, help="epochs per run of the 4-run sweep")
+    parser.add_argument("--epochs", type=int, default=300, help="epochs per run of the 4-run sweep")
     parser.add_argument("--out", type=Path, help="write the Markdown section here")
     options = parser.parse_args()
 

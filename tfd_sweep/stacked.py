@@ -12,9 +12,10 @@ and check_grad. Training them together removes most of the per-step Python and c
 This numpy code is the reference. With numba installed, `tfd_sweep.kernels` replaces parts of it.
 Up to PER_RUN_MAX_BATCH samples per batch, it trains the runs one after the other through each
 epoch, so that one run's layer-1 weights and velocities stay in cache, which the stacked ones do
-not. Above it, the matrix products stay in BLAS, and numba kernels fuse the layer-1 momentum
-update into one pass and replace numpy's many small calls for the softmax, the ReLU masks and
-the bias gradients, whose reductions over short axes cost more than the work they do.
+not. Above it, the matrix products stay in BLAS, but the layer-1 weight gradient skips the rows
+of hidden units that no sample of the batch activates, which are zero. numba kernels fuse the
+layer-1 momentum update into one pass and replace numpy's many small calls for the softmax, the
+ReLU masks and the bias gradients, whose reductions over short axes cost more than their work.
 
 Every run follows the arithmetic of `tfd_sweep.trainer.train`. Only the order of additions can
 differ (inside BLAS, and in the numba kernels' products), so float64 results agree with train()
@@ -342,6 +343,7 @@ class _Stack:
             self.compiled.add_bias(h2, b2, True, zero)
             np.matmul(h2, W3, out=logits)
             self.compiled.add_bias(logits, b3, False, zero)
+
         if self.compiled is None:
             correct = np.count_nonzero(logits.argmax(axis=2) == yb, axis=1)
 
