@@ -254,7 +254,7 @@ def _handle_pool_failure(exc: Exception, watch: WorkerDeathWatch, groups: Sequen
     if dead_pids:
         victims = [i for i in in_flight if watch.pid_of(i) in dead_pids]
     else:
-        victims = in_flight  # the dead worker cannot be told apart: fail every run in flight
+        victims = in_flight  # without a pidfd the dead worker is unknown, so every run in flight fails
     say(logging.ERROR, "a worker process died (%s); %d run(s) it was training are recorded as failed, "
         "%d other run(s) in flight will be trained again", _first_line(exc),
         sum(len(groups[i].jobs) for i in victims), sum(len(groups[i].jobs) for i in in_flight if i not in victims))

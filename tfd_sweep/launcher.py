@@ -168,7 +168,7 @@ def task_config(job_cfg: DictConfig) -> dict[str, Any]:
 def find_finished(jobs: Sequence[Job], sweep_dir: Path) -> tuple[dict[int, dict[str, Any]], list[Job]]:
     """Split jobs into the ones finished earlier in sweep_dir (ok or diverged) and the rest.
 
-    Raises UserError when a run directory holds a run with other overrides, because the sweep
+    Raises UserError when a run directory contains a run with other overrides, because the sweep
     directory then belongs to another sweep and training would overwrite its results.
     """
     from tfd_sweep.runfiles import REUSABLE_STATUSES, read_result
@@ -445,7 +445,7 @@ def log_summary(jobs: Sequence[Job], summaries: dict[int, dict[str, Any]], datas
 
 def job_returns(jobs: Sequence[Job], job_configs: dict[int, DictConfig], summaries: dict[int, dict[str, Any]],
                 sweep_dir: Path) -> list[Any]:
-    """Return Hydra JobReturns. Failed runs are reported as completed jobs whose value says so,
+    """Return Hydra JobReturns. Failed runs are reported as completed jobs whose return value carries the status,
     because Hydra's sweeper raises at the first failed job, before the report callback runs; the
     callback reads the run directories and sets the exit code."""
     from hydra.core.utils import JobReturn, JobStatus

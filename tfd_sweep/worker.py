@@ -52,7 +52,7 @@ class GroupTask:
 @functools.lru_cache(maxsize=2)
 def _load_dataset_cached(data_path: str | None, start_dir: str, dtype: str) -> Any:
     # One load per worker process and data file, not one per run: loky and Dask reuse their
-    # worker processes. The arrays are read-only, so no run can change what the next one sees.
+    # worker processes. The arrays are read-only, so no run can change the data of the next one.
     from tfd_sweep.data import load_dataset
 
     # The launching process already warned about built-in data; workers load it quietly.
