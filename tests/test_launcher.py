@@ -177,3 +177,27 @@ def test_groups_put_batch_size_one_first():
 
 def test_swept_keys_lists_keys_that_vary():
     assert swept_keys([["eps=0.1", "seed=0"], ["eps=0.2", "seed=0"]]) == ["eps"]
+
+
+def test_optimization_preset_runs_75_stacked(tfd, tmp_path):
+    sweep_dir, proc = run_sweep(tfd, tmp_path, "s", ["+sweep=optimization", "num_epochs=1", "save_weights=false"])
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    assert "plan: 75 runs in 5 groups" in log
+    records = results_of(sweep_dir)
+    assert len(records) == 75
+    grid = {(r["config"]["eps"], r["config"]["momentum"], r["config"]["batch_size"]) for r in records.values()}
+    assert len(grid) == 75
+    assert {r["group_size"] for r in records.values()} == {15}
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    assert sorted(sweep["swept_keys"]) == ["batch_size", "eps", "momentum"]
+    for batch_size in (1, 10, 100, 500, 1000):
+        assert (sweep_dir / f"summary_valid_ce_eps_momentum_batch_size_{batch_size}.csv").is_file()
+
+
+def test_hidden_preset_fixes_momentum(tfd, tmp_path):
+    sweep_dir, proc = run_sweep(tfd, tmp_path, "s", ["+sweep=hidden", *FAST])
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    records = results_of(sweep_dir)
+    assert sorted(tuple(r["config"]["num_hiddens"]) for r in records.values()) == [(2, 2), (16, 32), (100, 100)]
+    assert {r["config"]["momentum"] for r in records.values()} == {0.9}
