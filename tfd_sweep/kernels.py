@@ -442,6 +442,33 @@ def forward_loss(a1, b1, W2, b2, W3, b3, labels, h2, probs, shifted, zero):
     return batch_ce, correct
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _affine_relu_backward(h, dy, W, dW, db, dh, zero):
+    """Backward of y = h W + b where h = relu(a): dW (K*J,) flat, db (J,) and dh at a (n, K).
+
+    h (n, K) is the ReLU output feeding the layer, dy (n, J) the gradient at y, W (K, J).
+    """
+    n, num_in = h.shape
+    num_out = dy.shape[1]
+    for i in range(num_in):
+        for j in range(num_out):
+            total = zero
+            for b in range(n):
+                total += h[b, i] * dy[b, j]
+            dW[i * num_out + j] = total
+    for j in range(num_out):
+        total = zero
+        for b in range(n):
+            total += dy[b, j]
+        db[j] = total
+    for b in range(n):
+        for i in range(num_in):
+            total = zero
+            for j in range(num_out):
+                total += dy[b, j] * W[i, j]
+            dh[b, i] = total if h[b, i] > zero else total * zero
+
+
 @numba.njit(nogil=True, cache=True)
 def backward(h1, h2, dlogits, W2, W3, dh2, dh1, dW2, db2, dW3, db3, db1, zero):
     """Compute one run's gradients from dlogits (n, C), except layer 1's weight gradient.
@@ -450,43 +477,10 @@ def backward(h1, h2, dlogits, W2, W3, dh2, dh1, dW2, db2, dW3, db3, db1, zero):
     gradients at the pre-activations), dW2 (H1*H2,), dW3 (H2*C,) flat, and the bias
     gradients db1, db2, db3. The ReLU masks multiply, as numpy's do, so NaN stays NaN.
     """
+    _affine_relu_backward(h2, dlogits, W3, dW3, db3, dh2, zero)
+    _affine_relu_backward(h1, dh2, W2, dW2, db2, dh1, zero)
     n = dlogits.shape[0]
-    num_hidden1, num_hidden2 = W2.shape
-    num_classes = W3.shape[1]
-    for k in range(num_hidden2):
-        for c in range(num_classes):
-            total = zero
-            for b in range(n):
-                total += h2[b, k] * dlogits[b, c]
-            dW3[k * num_classes + c] = total
-    for c in range(num_classes):
-        total = zero
-        for b in range(n):
-            total += dlogits[b, c]
-        db3[c] = total
-    for b in range(n):
-        for k in range(num_hidden2):
-            total = zero
-            for c in range(num_classes):
-                total += dlogits[b, c] * W3[k, c]
-            dh2[b, k] = total if h2[b, k] > zero else total * zero
-    for i in range(num_hidden1):
-        for k in range(num_hidden2):
-            total = zero
-            for b in range(n):
-                total += h1[b, i] * dh2[b, k]
-            dW2[i * num_hidden2 + k] = total
-    for k in range(num_hidden2):
-        total = zero
-        for b in range(n):
-            total += dh2[b, k]
-        db2[k] = total
-    for b in range(n):
-        for i in range(num_hidden1):
-            total = zero
-            for k in range(num_hidden2):
-                total += dh2[b, k] * W2[i, k]
-            dh1[b, i] = total if h1[b, i] > zero else total * zero
+    num_hidden1 = W2.shape[0]
     for i in range(num_hidden1):
         total = zero
         for b in range(n):
