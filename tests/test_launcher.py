@@ -45,7 +45,7 @@ def test_three_run_sweep_writes_three_results(tfd, tmp_path):
     assert "sweep: 3/3 done, 0 failed" in log
 
 
-def test_metrics_do_not_depend_on_n_jobs_or_backend(tfd, tmp_path):
+def test_metrics_same_across_backends(tfd, tmp_path):
     grid = ["eps=0.01,0.1", "momentum=0.0,0.9", *FAST]
     variants = {
         "serial": ["launcher.n_jobs=1"],

@@ -1,12 +1,12 @@
 """Run groups of runs on joblib workers (loky processes, or a Dask cluster) and follow them.
 
-Each group is one joblib task. Results arrive as groups finish, in any order; each run is logged
-as its group starts and as it ends, and a progress line shows the sweep as a whole.
+Each group is one joblib task, and results arrive as groups finish, in any order. Each run is
+logged when its group starts and when it ends. A progress line shows the sweep as a whole.
 
-Failures are contained at three levels: a run that raises is recorded by the worker and the
-sweep goes on; a worker process that dies (killed, out of memory) fails the runs it was
-training, while the runs other workers had in flight are trained again in a fresh pool; and
-Ctrl-C stops the workers, keeps every finished run, and leaves the rest for a resumed sweep.
+Failures are contained at three levels. A run that raises is recorded by the worker, and the
+sweep goes on. A worker process that dies (killed, out of memory) fails the runs it was
+training, and the runs other workers had in flight are trained again in a fresh pool. Ctrl-C
+stops the workers, keeps every finished run, and leaves the rest for a resumed sweep.
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ def run_indexed(index: int, task: Any) -> tuple[int, list[dict[str, Any]]]:
 class WorkerDeathWatch:
     """Tell which worker process died first, from the pids that in-flight runs record.
 
-    loky kills every worker of its pool once one dies, so the pool's error cannot say whose run
-    was lost. This thread waits on a pidfd (Linux 5.3+) of each worker that has a run in flight
-    and records the first to exit: its runs failed; the other in-flight runs are retried.
+    loky kills every worker of its pool once one dies, so the pool's error does not name the
+    worker whose run was lost. This thread waits on a pidfd (Linux 5.3+) of each worker that has
+    a run in flight and records the first to exit. Its runs are failed, and the other in-flight
+    runs are retried.
     """
 
     def __init__(self, run_dirs: dict[int, list[Path]]) -> None:

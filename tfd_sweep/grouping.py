@@ -2,7 +2,7 @@
 
 Runs with the same batch_size, num_hiddens, num_epochs, seed and dtype see the same initial
 weights and the same mini-batches, so the stacked trainer can train them as one computation.
-A group is the unit a worker receives; with stacking off every group holds one run.
+A group is the unit a worker receives. With stacking off, every group contains one run.
 """
 
 from __future__ import annotations

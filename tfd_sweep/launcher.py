@@ -445,9 +445,11 @@ def log_summary(jobs: Sequence[Job], summaries: dict[int, dict[str, Any]], datas
 
 def job_returns(jobs: Sequence[Job], job_configs: dict[int, DictConfig], summaries: dict[int, dict[str, Any]],
                 sweep_dir: Path) -> list[Any]:
-    """Return Hydra JobReturns. Failed runs are reported as completed jobs whose return value carries the status,
-    because Hydra's sweeper raises at the first failed job, before the report callback runs; the
-    callback reads the run directories and sets the exit code."""
+    """Return one Hydra JobReturn per job, each marked completed with the run's summary as its value.
+
+    Failed runs are not marked failed, because Hydra's sweeper raises at the first failed job,
+    before the report callback runs. The callback reads the run directories and sets the exit code.
+    """
     from hydra.core.utils import JobReturn, JobStatus
 
     returns = []

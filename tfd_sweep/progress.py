@@ -1,6 +1,6 @@
 """One progress line for a sweep: runs done, failed, running, total, elapsed, time left.
 
-On a terminal the line is redrawn in place; otherwise (a log file, CI) it is logged every
+On a terminal the line is redrawn in place. Elsewhere (a log file, CI) it is logged every
 `interval` seconds, so that a long sweep neither floods the log nor goes silent.
 """
 

@@ -1,7 +1,7 @@
 """What a worker process does with one group of runs: load data, train, write each run's files.
 
 Everything here runs in joblib's loky workers, in the launching process when n_jobs=1, or on a
-Dask worker, and must behave the same in all three. It receives plain data and knows nothing of
+Dask worker, and must behave the same in all three. It receives plain data and does not use
 Hydra. With Dask on several machines, the sweep directory and the data file must be reachable at
 the same paths on every machine (a shared file system).
 """
